@@ -1,0 +1,13 @@
+//! Switchyard's domain: the types every other crate speaks. No I/O lives here: no network,
+//! no database, no reading of the clock except through [`clock::Clock`].
+
+pub mod clock;
+pub mod cloudevent;
+pub mod config;
+pub mod secret;
+pub mod token;
+
+pub use clock::{Clock, ManualClock, ScaledClock, ScaledOrigin, SharedClock, SystemClock};
+pub use cloudevent::{CloudEvent, Data};
+pub use config::Config;
+pub use secret::Secret;

@@ -1,0 +1,591 @@
+//! The one conformance suite every [`Store`] backend must pass. Each check is a plain async
+//! function; [`store_conformance_suite!`](crate::store_conformance_suite) turns them into
+//! `#[tokio::test]`s for a backend given a factory that opens a fresh, empty store.
+//!
+//! Every later change that adds a store operation adds its checks here, never to one backend.
+
+use crate::*;
+use chrono::{Duration, TimeZone};
+use std::collections::HashSet;
+use switchyard_core::cloudevent::{CloudEvent, Data, RawAttributes};
+use switchyard_core::token::{Role, hash_token};
+use tokio::sync::oneshot;
+
+/// Instantiates the suite. `$factory` is an `async fn() -> Option<SharedStore>` returning a
+/// fresh store, or `None` to skip (with a notice) when the backend is not available.
+#[macro_export]
+macro_rules! store_conformance_suite {
+    ($factory:path) => {
+        $crate::store_conformance_suite!(@tests $factory;
+            append_stores_and_dedupes,
+            concurrent_duplicates_are_stored_once,
+            read_log_pages_in_order_with_filters,
+            held_transaction_does_not_let_readers_skip,
+            concurrent_writers_are_followed_without_gaps,
+            tokens_are_created_found_and_revoked,
+            audit_is_append_only_and_paged,
+            meta_is_overwritten,
+            nodes_heartbeat,
+            lease_is_exclusive_and_taken_over_after_expiry,
+            jobs_are_claimed_once,
+            closed_store_refuses_writes
+        );
+    };
+    (@tests $factory:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let Some(store) = $factory().await else { return };
+                $crate::conformance::$name(store).await;
+            }
+        )*
+    };
+}
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 23, 8, 0, 0).unwrap()
+}
+
+/// A valid event with JSON data.
+pub fn event(source: &str, id: &str, ty: &str) -> NewEvent {
+    let mut attrs = std::collections::BTreeMap::new();
+    attrs.insert("specversion".into(), "1.0".into());
+    attrs.insert("id".into(), id.into());
+    attrs.insert("source".into(), source.into());
+    attrs.insert("type".into(), ty.into());
+    attrs.insert("subject".into(), format!("subj-{id}").into());
+    attrs.insert("time".into(), "2026-11-23T08:00:00Z".into());
+    attrs.insert(
+        "traceparent".into(),
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+    );
+    let data = Data::Json(serde_json::json!({"order": id, "lines": [1, 2, 3]}));
+    NewEvent {
+        event: CloudEvent::from_parts(RawAttributes { attrs }, Some(data))
+            .expect("valid test event")
+            .event,
+        received_at: t0(),
+    }
+}
+
+pub async fn append_stores_and_dedupes(store: SharedStore) {
+    let batch = vec![
+        event("/shop", "1", "order.created"),
+        event("/shop", "2", "order.created"),
+        event("/wms", "1", "picking.done"), // same id, other source: a different event
+        event("/shop", "1", "order.created"), // repeat inside the batch
+    ];
+    let out = store.append_events(batch.clone()).await.unwrap();
+    assert_eq!(out.len(), 4);
+    assert!(matches!(out[0], Appended::Stored { .. }));
+    assert!(matches!(out[1], Appended::Stored { .. }));
+    assert!(matches!(out[2], Appended::Stored { .. }));
+    assert_eq!(out[3], Appended::Duplicate { seq: out[0].seq() });
+    assert!(out[0].seq() < out[1].seq() && out[1].seq() < out[2].seq());
+
+    let again = store.append_events(batch.clone()).await.unwrap();
+    assert!(
+        again
+            .iter()
+            .all(|a| matches!(a, Appended::Duplicate { .. }))
+    );
+    assert_eq!(
+        again.iter().map(|a| a.seq()).collect::<Vec<_>>(),
+        out.iter().map(|a| a.seq()).collect::<Vec<_>>()
+    );
+    assert_eq!(store.count_events().await.unwrap(), 3);
+
+    let got = store.get_event(out[1].seq()).await.unwrap().unwrap();
+    assert_eq!(got.event, batch[1].event, "event round-trips exactly");
+    assert_eq!(got.received_at, t0());
+    assert_eq!(got.seq, out[1].seq());
+    let found = store.find_event("/wms", "1").await.unwrap().unwrap();
+    assert_eq!(found.event.ty, "picking.done");
+    assert!(store.find_event("/nope", "1").await.unwrap().is_none());
+    assert!(store.get_event(999_999).await.unwrap().is_none());
+    assert!(store.append_events(vec![]).await.unwrap().is_empty());
+}
+
+pub async fn concurrent_duplicates_are_stored_once(store: SharedStore) {
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move {
+            s.append_events(vec![event("/shop", "race", "order.created")])
+                .await
+        }));
+    }
+    let mut stored = 0;
+    let mut seqs = HashSet::new();
+    for t in tasks {
+        let out = t.await.unwrap().unwrap();
+        if matches!(out[0], Appended::Stored { .. }) {
+            stored += 1;
+        }
+        seqs.insert(out[0].seq());
+    }
+    assert_eq!(
+        stored, 1,
+        "exactly one of the racing appends stores the event"
+    );
+    assert_eq!(seqs.len(), 1, "every duplicate names the stored copy");
+    assert_eq!(store.count_events().await.unwrap(), 1);
+}
+
+pub async fn read_log_pages_in_order_with_filters(store: SharedStore) {
+    for i in 0..25 {
+        let ty = if i % 5 == 0 {
+            "picking.done"
+        } else {
+            "order.created"
+        };
+        store
+            .append_events(vec![event("/shop", &format!("e{i}"), ty)])
+            .await
+            .unwrap();
+    }
+    let mut after = LogPosition::START;
+    let mut ids = Vec::new();
+    loop {
+        let page = store
+            .read_log(after, 7, &EventFilter::default())
+            .await
+            .unwrap();
+        if page.events.is_empty() {
+            assert_eq!(page.next, after);
+            break;
+        }
+        assert!(page.events.len() <= 7);
+        for e in &page.events {
+            assert!(e.position > after, "positions strictly increase");
+            after = e.position;
+            ids.push(e.event.id.clone());
+        }
+        assert_eq!(page.next, after);
+    }
+    let expected: Vec<String> = (0..25).map(|i| format!("e{i}")).collect();
+    assert_eq!(ids, expected);
+
+    let f = EventFilter {
+        ty: Some("picking.done".into()),
+        ..Default::default()
+    };
+    let page = store.read_log(LogPosition::START, 100, &f).await.unwrap();
+    assert_eq!(
+        page.events
+            .iter()
+            .map(|e| e.event.id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["e0", "e5", "e10", "e15", "e20"]
+    );
+    let f = EventFilter {
+        subject: Some("subj-e7".into()),
+        source: Some("/shop".into()),
+        ..Default::default()
+    };
+    let page = store.read_log(LogPosition::START, 100, &f).await.unwrap();
+    assert_eq!(page.events.len(), 1);
+    let f = EventFilter {
+        source: Some("/other".into()),
+        ..Default::default()
+    };
+    assert!(
+        store
+            .read_log(LogPosition::START, 100, &f)
+            .await
+            .unwrap()
+            .events
+            .is_empty()
+    );
+    // cursors survive a round trip through text
+    let p: LogPosition = after.to_string().parse().unwrap();
+    assert_eq!(p, after);
+}
+
+/// Writer A inserts first but commits last; writer B commits in between. A reader must
+/// not return B and then later find A behind its cursor.
+pub async fn held_transaction_does_not_let_readers_skip(store: SharedStore) {
+    let (inserted_tx, inserted_rx) = oneshot::channel();
+    let (release_tx, release_rx) = oneshot::channel();
+    let s = store.clone();
+    let a = tokio::spawn(async move {
+        s.append_events_held(vec![event("/a", "A", "t")], inserted_tx, release_rx)
+            .await
+    });
+    inserted_rx.await.expect("A inserted");
+    let s = store.clone();
+    let b = tokio::spawn(async move { s.append_events(vec![event("/b", "B", "t")]).await });
+    // Give B every chance to commit (it may, on a multi-writer backend).
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    let page = store
+        .read_log(LogPosition::START, 100, &EventFilter::default())
+        .await
+        .unwrap();
+    assert!(
+        page.events.is_empty(),
+        "nothing may be readable while an earlier writer is still open, got {:?}",
+        page.events.iter().map(|e| &e.event.id).collect::<Vec<_>>()
+    );
+    let cursor = page.next;
+
+    release_tx.send(()).unwrap();
+    a.await.unwrap().unwrap();
+    b.await.unwrap().unwrap();
+    let page = store
+        .read_log(cursor, 100, &EventFilter::default())
+        .await
+        .unwrap();
+    let ids: Vec<&str> = page.events.iter().map(|e| e.event.id.as_str()).collect();
+    assert_eq!(ids, vec!["A", "B"], "both appear after the cursor, A first");
+}
+
+/// Two writers append as fast as they can while a follower tails the log: the follower
+/// sees every event exactly once.
+pub async fn concurrent_writers_are_followed_without_gaps(store: SharedStore) {
+    const PER_WRITER: usize = 150;
+    let mut writers = Vec::new();
+    for w in 0..2 {
+        let s = store.clone();
+        writers.push(tokio::spawn(async move {
+            for i in 0..PER_WRITER {
+                let batch = vec![event(&format!("/w{w}"), &format!("{i}"), "t")];
+                loop {
+                    match s.append_events(batch.clone()).await {
+                        Ok(_) => break,
+                        Err(Error::Saturated) => tokio::task::yield_now().await,
+                        Err(e) => panic!("append failed: {e}"),
+                    }
+                }
+            }
+        }));
+    }
+    let mut seen = HashSet::new();
+    let mut after = LogPosition::START;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while seen.len() < 2 * PER_WRITER {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "follower stalled at {}",
+            seen.len()
+        );
+        let page = store
+            .read_log(after, 50, &EventFilter::default())
+            .await
+            .unwrap();
+        for e in page.events {
+            assert!(e.position > after);
+            after = e.position;
+            assert!(
+                seen.insert((e.event.source.clone(), e.event.id.clone())),
+                "event seen twice"
+            );
+        }
+        tokio::task::yield_now().await;
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    let rest = store
+        .read_log(after, 50, &EventFilter::default())
+        .await
+        .unwrap();
+    assert!(rest.events.is_empty());
+    assert_eq!(store.count_events().await.unwrap() as usize, 2 * PER_WRITER);
+}
+
+pub async fn tokens_are_created_found_and_revoked(store: SharedStore) {
+    let new = |name: &str, role, secret: &str| NewToken {
+        name: name.into(),
+        role,
+        hash: hash_token(secret),
+        created_at: t0(),
+    };
+    let a = store
+        .create_token(new("ops", Role::Admin, "s1"), "cli")
+        .await
+        .unwrap();
+    assert_eq!(a.created_by, "cli");
+    assert_eq!(a.role, Role::Admin);
+    let b = store
+        .create_token(new("shop", Role::Ingest, "s2"), "ops")
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .create_token(new("ops", Role::Viewer, "s3"), "ops")
+            .await,
+        Err(Error::Conflict(_))
+    ));
+    let found = store
+        .token_by_hash(&hash_token("s2"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found, b);
+    assert!(
+        store
+            .token_by_hash(&hash_token("nope"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(store.list_tokens().await.unwrap().len(), 2);
+
+    let later = t0() + Duration::minutes(5);
+    let r = store.revoke_token(b.id, "ops", later).await.unwrap();
+    assert_eq!(r.revoked_at, Some(later));
+    let found = store
+        .token_by_hash(&hash_token("s2"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.revoked_at, Some(later));
+    assert!(matches!(
+        store.revoke_token(b.id, "ops", later).await,
+        Err(Error::NotFound(_))
+    ));
+    // the name is free again once revoked
+    store
+        .create_token(new("shop", Role::Ingest, "s4"), "ops")
+        .await
+        .unwrap();
+
+    let audit = store.list_audit(0, 100).await.unwrap();
+    let actions: Vec<(&str, &str)> = audit
+        .iter()
+        .map(|a| (a.actor.as_str(), a.action.as_str()))
+        .collect();
+    assert_eq!(
+        actions,
+        vec![
+            ("cli", "token.create"),
+            ("ops", "token.create"),
+            ("ops", "token.revoke"),
+            ("ops", "token.create")
+        ],
+        "the failed create left no audit record"
+    );
+    assert_eq!(audit[2].target, format!("token:{}", b.id));
+}
+
+pub async fn audit_is_append_only_and_paged(store: SharedStore) {
+    for i in 0..5 {
+        store
+            .append_audit(NewAudit {
+                at: t0() + Duration::seconds(i),
+                actor: "ops".into(),
+                action: "dlq.replay".into(),
+                target: format!("delivery:{i}"),
+                detail: serde_json::json!({"i": i}),
+            })
+            .await
+            .unwrap();
+    }
+    let first = store.list_audit(0, 2).await.unwrap();
+    assert_eq!(first.len(), 2);
+    let rest = store.list_audit(first[1].id, 10).await.unwrap();
+    assert_eq!(rest.len(), 3);
+    assert_eq!(rest[2].detail, serde_json::json!({"i": 4}));
+    assert_eq!(rest[2].at, t0() + Duration::seconds(4));
+}
+
+pub async fn meta_is_overwritten(store: SharedStore) {
+    assert_eq!(store.get_meta("clock.origin").await.unwrap(), None);
+    store.set_meta("clock.origin", "a").await.unwrap();
+    store.set_meta("clock.origin", "b").await.unwrap();
+    assert_eq!(
+        store.get_meta("clock.origin").await.unwrap().as_deref(),
+        Some("b")
+    );
+    store.check_writable().await.unwrap();
+}
+
+pub async fn nodes_heartbeat(store: SharedStore) {
+    store
+        .heartbeat_node("n1", serde_json::json!({"version": "1"}), t0())
+        .await
+        .unwrap();
+    store
+        .heartbeat_node("n2", serde_json::json!({}), t0())
+        .await
+        .unwrap();
+    store
+        .heartbeat_node(
+            "n1",
+            serde_json::json!({"version": "2"}),
+            t0() + Duration::seconds(10),
+        )
+        .await
+        .unwrap();
+    let nodes = store.list_nodes().await.unwrap();
+    assert_eq!(nodes.len(), 2);
+    assert_eq!(nodes[0].id, "n1");
+    assert_eq!(nodes[0].started_at, t0());
+    assert_eq!(nodes[0].heartbeat_at, t0() + Duration::seconds(10));
+    assert_eq!(nodes[0].info, serde_json::json!({"version": "2"}));
+}
+
+pub async fn lease_is_exclusive_and_taken_over_after_expiry(store: SharedStore) {
+    let ttl = Duration::seconds(30);
+    let a = store
+        .acquire_lease("timers", "node-a", t0(), ttl)
+        .await
+        .unwrap()
+        .expect("free lease is taken");
+    assert_eq!(a.epoch, 1);
+    assert!(
+        store
+            .acquire_lease("timers", "node-b", t0() + Duration::seconds(10), ttl)
+            .await
+            .unwrap()
+            .is_none(),
+        "a held lease is exclusive"
+    );
+    // the owner re-acquiring keeps its epoch; renewing extends it
+    let a = store
+        .acquire_lease("timers", "node-a", t0() + Duration::seconds(5), ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(a.epoch, 1);
+    let a = store
+        .renew_lease(&a, t0() + Duration::seconds(20), ttl)
+        .await
+        .unwrap();
+    assert_eq!(a.expires_at, t0() + Duration::seconds(50));
+    store
+        .save_lease_state(&a, serde_json::json!({"cursor": 1}))
+        .await
+        .unwrap();
+
+    // node-a dies: after expiry node-b takes over with a new epoch
+    let takeover = t0() + Duration::seconds(51);
+    assert!(
+        store
+            .acquire_lease("timers", "node-b", t0() + Duration::seconds(49), ttl)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let b = store
+        .acquire_lease("timers", "node-b", takeover, ttl)
+        .await
+        .unwrap()
+        .expect("expired lease is taken over");
+    assert_eq!(b.epoch, 2);
+    assert_eq!(b.owner, "node-b");
+    assert_eq!(
+        store.lease_state("timers").await.unwrap(),
+        Some(serde_json::json!({"cursor": 1})),
+        "the new owner resumes from the last checkpoint"
+    );
+
+    // node-a wakes up: its writes are fenced
+    assert!(matches!(
+        store.renew_lease(&a, takeover, ttl).await,
+        Err(Error::Fenced { epoch: 1, .. })
+    ));
+    assert!(matches!(
+        store
+            .save_lease_state(&a, serde_json::json!({"cursor": 99}))
+            .await,
+        Err(Error::Fenced { .. })
+    ));
+    store
+        .save_lease_state(&b, serde_json::json!({"cursor": 2}))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.lease_state("timers").await.unwrap(),
+        Some(serde_json::json!({"cursor": 2}))
+    );
+
+    // released: taken at once by another node
+    store.release_lease(&b).await.unwrap();
+    let a2 = store
+        .acquire_lease("timers", "node-a", takeover + Duration::seconds(1), ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(a2.epoch, 3);
+    let leases = store.list_leases().await.unwrap();
+    assert_eq!(leases, vec![a2]);
+    assert_eq!(store.lease_state("nope").await.unwrap(), None);
+}
+
+pub async fn jobs_are_claimed_once(store: SharedStore) {
+    for i in 0..6 {
+        store
+            .create_job(NewJob {
+                kind: "backfill".into(),
+                params: serde_json::json!({"i": i}),
+                created_by: "ops".into(),
+                created_at: t0(),
+            })
+            .await
+            .unwrap();
+    }
+    let mut tasks = Vec::new();
+    for n in 0..4 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            while let Some(j) = s.claim_job(&format!("node-{n}"), t0()).await.unwrap() {
+                assert_eq!(j.state, JobState::Running);
+                assert_eq!(j.owner.as_deref(), Some(format!("node-{n}").as_str()));
+                mine.push(j.id);
+            }
+            mine
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort();
+    let before = all.len();
+    all.dedup();
+    assert_eq!(before, 6, "every job claimed");
+    assert_eq!(all.len(), 6, "no job claimed twice");
+
+    let id = all[0];
+    store.update_job_progress(id, 40, Some(100)).await.unwrap();
+    store.update_job_progress(id, 100, None).await.unwrap();
+    store
+        .finish_job(
+            id,
+            JobState::Succeeded,
+            Some("100 events".into()),
+            t0() + Duration::seconds(3),
+        )
+        .await
+        .unwrap();
+    let j = store.get_job(id).await.unwrap().unwrap();
+    assert_eq!((j.done, j.total), (100, Some(100)));
+    assert_eq!(j.state, JobState::Succeeded);
+    assert_eq!(j.finished_at, Some(t0() + Duration::seconds(3)));
+    assert_eq!(j.params, serde_json::json!({"i": 0}));
+    let list = store.list_jobs(10).await.unwrap();
+    assert_eq!(list.len(), 6);
+    assert!(list[0].id > list[5].id, "newest first");
+    assert!(store.get_job(12345).await.unwrap().is_none());
+    assert!(matches!(
+        store.finish_job(12345, JobState::Failed, None, t0()).await,
+        Err(Error::NotFound(_))
+    ));
+}
+
+pub async fn closed_store_refuses_writes(store: SharedStore) {
+    store
+        .append_events(vec![event("/shop", "before-close", "t")])
+        .await
+        .unwrap();
+    store.close().await;
+    assert!(matches!(
+        store
+            .append_events(vec![event("/shop", "after-close", "t")])
+            .await,
+        Err(Error::Closed)
+    ));
+}

@@ -1,0 +1,450 @@
+//! Storage: the one place Switchyard's durable state lives.
+//!
+//! [`Store`] is the seam. Two backends implement it, chosen by URL in [`open`]:
+//! [`sqlite`] (embedded default: one writer thread that group-commits, readers on a pool)
+//! and [`postgres`] (shared by several nodes). Neither may add a table the other lacks;
+//! [`conformance`] is the one test suite both must pass.
+//!
+//! Invariants every backend keeps:
+//! - `append_events` returns only after the events are durably committed; an error means
+//!   nothing of that call was stored.
+//! - `(source, id)` is stored once; a repeat is reported as a duplicate with the first seq.
+//! - [`Store::read_log`] never skips an event: once a reader has passed a position, no event
+//!   will later commit before it ("commit-ordered cursor").
+//! - Singleton work is fenced: a write made under a [`Lease`] fails once another node holds
+//!   a newer epoch of that lease.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use switchyard_core::CloudEvent;
+use switchyard_core::token::Role;
+
+pub mod conformance;
+pub mod postgres;
+pub mod sqlite;
+mod util;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The write queue is full: ingest should answer 429 and the sender retry.
+    #[error("the store's write queue is full")]
+    Saturated,
+    /// The store cannot commit right now (disk full, locked, connection lost).
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    /// A singleton write was refused because another node took the lease over.
+    #[error("lease {name} epoch {epoch} is no longer held")]
+    Fenced { name: String, epoch: i64 },
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("invalid store URL: {0}")]
+    Url(String),
+    /// Stored data could not be decoded (a bug or a manual edit).
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+    #[error("migration failed: {0}")]
+    Migration(String),
+    /// The store has been closed (shutdown).
+    #[error("the store is closed")]
+    Closed,
+}
+
+/// Which backend a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// An event to append, with the business time it was received.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event: CloudEvent,
+    pub received_at: DateTime<Utc>,
+}
+
+/// What happened to one appended event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum Appended {
+    Stored {
+        seq: i64,
+    },
+    /// Already stored under the same `(source, id)`; `seq` is the first copy's.
+    Duplicate {
+        seq: i64,
+    },
+}
+
+impl Appended {
+    pub fn seq(self) -> i64 {
+        match self {
+            Appended::Stored { seq } | Appended::Duplicate { seq } => seq,
+        }
+    }
+}
+
+/// A place in the event log. Positions are totally ordered and a reader that has passed one
+/// never sees an event appear before it. `tx` is the committing transaction's order key
+/// (always 0 on SQLite, whose single writer commits in `seq` order).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LogPosition {
+    pub tx: i64,
+    pub seq: i64,
+}
+
+impl LogPosition {
+    pub const START: LogPosition = LogPosition { tx: 0, seq: 0 };
+}
+
+impl fmt::Display for LogPosition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.tx, self.seq)
+    }
+}
+
+impl FromStr for LogPosition {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("\"{s}\" is not a log cursor (expected TX.SEQ, e.g. 0.42)");
+        let (tx, seq) = s.split_once('.').ok_or_else(bad)?;
+        Ok(LogPosition {
+            tx: tx.parse().map_err(|_| bad())?,
+            seq: seq.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+impl Serialize for LogPosition {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for LogPosition {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// An event as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub seq: i64,
+    pub position: LogPosition,
+    pub received_at: DateTime<Utc>,
+    pub event: CloudEvent,
+}
+
+/// Narrows a log read. Empty fields match everything.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub source: Option<String>,
+    pub ty: Option<String>,
+    pub subject: Option<String>,
+}
+
+/// One page of the log and the position to continue from.
+#[derive(Debug, Clone)]
+pub struct LogPage {
+    pub events: Vec<StoredEvent>,
+    /// Pass this as `after` to continue; equal to the request's `after` when nothing new.
+    pub next: LogPosition,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TokenRecord {
+    pub id: i64,
+    pub name: String,
+    pub role: Role,
+    #[serde(skip)]
+    pub hash: String,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    pub name: String,
+    pub role: Role,
+    pub hash: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditRecord {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub detail: serde_json::Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewAudit {
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub detail: serde_json::Value,
+}
+
+/// A node sharing the store, with its last heartbeat (real time).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeRecord {
+    pub id: String,
+    pub started_at: DateTime<Utc>,
+    pub heartbeat_at: DateTime<Utc>,
+    pub info: serde_json::Value,
+}
+
+/// A held singleton lease. `epoch` grows by one at every change of owner; writes made under
+/// the lease carry it and fail once it is stale.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Lease {
+    pub name: String,
+    pub owner: String,
+    pub epoch: i64,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+        }
+    }
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "queued" => JobState::Queued,
+            "running" => JobState::Running,
+            "succeeded" => JobState::Succeeded,
+            "failed" => JobState::Failed,
+            other => return Err(Error::Corrupt(format!("unknown job state {other}"))),
+        })
+    }
+}
+
+/// A long operator action (backfill, bulk replay, purge) run by the server.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobRecord {
+    pub id: i64,
+    pub kind: String,
+    pub params: serde_json::Value,
+    pub state: JobState,
+    pub done: i64,
+    pub total: Option<i64>,
+    pub message: Option<String>,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub owner: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub kind: String,
+    pub params: serde_json::Value,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The storage seam. No backend-specific notion leaks through it.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+
+    /// Commits a trivial write; `Ok` means the store is writable now (readiness).
+    async fn check_writable(&self) -> Result<()>;
+
+    /// Waits for in-flight writes and stops the writer. Later calls fail with `Closed`.
+    async fn close(&self);
+
+    // ---- event log ----
+
+    /// Appends events in one transaction (all or nothing), deduplicated by `(source, id)`.
+    /// Returns one outcome per input, in order, after the commit is durable. Answers
+    /// `Saturated` at once, storing nothing, when the write queue is full.
+    async fn append_events(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>>;
+
+    async fn get_event(&self, seq: i64) -> Result<Option<StoredEvent>>;
+
+    async fn find_event(&self, source: &str, id: &str) -> Result<Option<StoredEvent>>;
+
+    /// Events after `after` in commit order, up to `limit`, matching `filter`.
+    async fn read_log(
+        &self,
+        after: LogPosition,
+        limit: usize,
+        filter: &EventFilter,
+    ) -> Result<LogPage>;
+
+    async fn count_events(&self) -> Result<i64>;
+
+    /// Test seam for the commit-order proof: inserts like `append_events`, signals
+    /// `inserted`, then holds the transaction open until `release` fires, then commits.
+    #[doc(hidden)]
+    async fn append_events_held(
+        &self,
+        events: Vec<NewEvent>,
+        inserted: tokio::sync::oneshot::Sender<()>,
+        release: tokio::sync::oneshot::Receiver<()>,
+    ) -> Result<Vec<Appended>>;
+
+    // ---- tokens and audit ----
+
+    /// Creates a token and its audit record (`token.create` by `actor`) in one transaction.
+    /// A name already used by an active token is a `Conflict`.
+    async fn create_token(&self, token: NewToken, actor: &str) -> Result<TokenRecord>;
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>>;
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>>;
+
+    /// Revokes a token and records `token.revoke` by `actor`. `NotFound` if no active token
+    /// has that id.
+    async fn revoke_token(&self, id: i64, actor: &str, at: DateTime<Utc>) -> Result<TokenRecord>;
+
+    async fn append_audit(&self, entry: NewAudit) -> Result<i64>;
+
+    /// Audit records with id greater than `after`, oldest first.
+    async fn list_audit(&self, after: i64, limit: usize) -> Result<Vec<AuditRecord>>;
+
+    // ---- small persistent settings (e.g. the scaled clock's origin) ----
+
+    async fn get_meta(&self, key: &str) -> Result<Option<String>>;
+
+    async fn set_meta(&self, key: &str, value: &str) -> Result<()>;
+
+    // ---- nodes and singletons ----
+
+    /// Registers or refreshes a node's heartbeat (real time).
+    async fn heartbeat_node(
+        &self,
+        id: &str,
+        info: serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>>;
+
+    /// Takes lease `name` for `owner` until `now + ttl` if it is free, expired, or already
+    /// `owner`'s. A change of owner bumps the epoch. `None` if another node holds it.
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        ttl: chrono::Duration,
+    ) -> Result<Option<Lease>>;
+
+    /// Extends a held lease; `Fenced` if another node has taken it over.
+    async fn renew_lease(
+        &self,
+        lease: &Lease,
+        now: DateTime<Utc>,
+        ttl: chrono::Duration,
+    ) -> Result<Lease>;
+
+    /// Gives a lease up so another node may take it at once.
+    async fn release_lease(&self, lease: &Lease) -> Result<()>;
+
+    /// Saves a singleton job's checkpoint under its lease (the fencing check and the write
+    /// are one statement); `Fenced` if the epoch is stale.
+    async fn save_lease_state(&self, lease: &Lease, state: serde_json::Value) -> Result<()>;
+
+    async fn lease_state(&self, name: &str) -> Result<Option<serde_json::Value>>;
+
+    async fn list_leases(&self) -> Result<Vec<Lease>>;
+
+    // ---- jobs ----
+
+    async fn create_job(&self, job: NewJob) -> Result<JobRecord>;
+
+    async fn get_job(&self, id: i64) -> Result<Option<JobRecord>>;
+
+    /// Newest first.
+    async fn list_jobs(&self, limit: usize) -> Result<Vec<JobRecord>>;
+
+    /// Claims the oldest queued job for `node` (each job is claimed by one node only).
+    async fn claim_job(&self, node: &str, now: DateTime<Utc>) -> Result<Option<JobRecord>>;
+
+    async fn update_job_progress(&self, id: i64, done: i64, total: Option<i64>) -> Result<()>;
+
+    async fn finish_job(
+        &self,
+        id: i64,
+        state: JobState,
+        message: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+}
+
+pub type SharedStore = Arc<dyn Store>;
+
+/// Options for opening a store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub pool_size: u32,
+    pub writer_queue: usize,
+    /// PostgreSQL password when not in the URL.
+    pub password: Option<String>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            pool_size: 8,
+            writer_queue: 4096,
+            password: None,
+        }
+    }
+}
+
+/// Opens the store a URL names and applies pending migrations.
+/// `sqlite://PATH` (relative or absolute; `sqlite:///abs/path` also works) or
+/// `postgres://…` (an optional `schema=NAME` query parameter selects a schema).
+pub async fn open(url: &str, opts: &StoreOptions) -> Result<SharedStore> {
+    if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        if path.is_empty() {
+            return Err(Error::Url("sqlite URL has no path".into()));
+        }
+        let store = sqlite::SqliteStore::open(std::path::Path::new(path), opts).await?;
+        Ok(Arc::new(store))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let store = postgres::PgStore::open(url, opts).await?;
+        Ok(Arc::new(store))
+    } else {
+        Err(Error::Url(format!(
+            "\"{url}\" is neither sqlite:// nor postgres://"
+        )))
+    }
+}

@@ -1,0 +1,893 @@
+//! The shared backend: PostgreSQL, for several Switchyard nodes on one database.
+//!
+//! Every call is one transaction on a pooled connection; PostgreSQL's own WAL flush
+//! batching gives concurrent appends their group commit. Work items are claimed with
+//! `FOR UPDATE SKIP LOCKED`; singletons use lease rows with fencing epochs.
+//!
+//! The event log's order: `seq` comes from a sequence at insert time but becomes visible
+//! at commit, so a plain `seq > cursor` reader can pass an event that commits later with a
+//! smaller `seq`. Each row therefore also records its transaction id (`tx`, a 64-bit xid8),
+//! and readers only return rows whose transaction is older than the oldest transaction
+//! still running (`pg_snapshot_xmin`). Ordered by `(tx, seq)`, nothing can ever commit
+//! behind a position a reader has passed.
+
+use crate::util::*;
+use crate::*;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use std::collections::HashMap;
+use tokio::sync::{Semaphore, oneshot};
+use tokio_postgres::NoTls;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+
+const MIGRATIONS: &[(i64, &str)] = &[(
+    1,
+    r#"
+CREATE TABLE events (
+    seq BIGSERIAL PRIMARY KEY,
+    tx BIGINT NOT NULL DEFAULT (pg_current_xact_id()::text::bigint),
+    source TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    subject TEXT,
+    time TEXT,
+    received_at BIGINT NOT NULL,
+    envelope TEXT NOT NULL,
+    UNIQUE (source, event_id)
+);
+CREATE INDEX events_position ON events (tx, seq);
+CREATE INDEX events_type ON events (type, seq);
+CREATE TABLE tokens (
+    id BIGSERIAL PRIMARY KEY,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    hash TEXT NOT NULL UNIQUE,
+    created_at BIGINT NOT NULL,
+    created_by TEXT NOT NULL,
+    revoked_at BIGINT
+);
+CREATE UNIQUE INDEX tokens_active_name ON tokens (name) WHERE revoked_at IS NULL;
+CREATE TABLE audit (
+    id BIGSERIAL PRIMARY KEY,
+    at BIGINT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE nodes (
+    id TEXT PRIMARY KEY,
+    started_at BIGINT NOT NULL,
+    heartbeat_at BIGINT NOT NULL,
+    info TEXT NOT NULL
+);
+CREATE TABLE leases (
+    name TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    epoch BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    state TEXT
+);
+CREATE TABLE jobs (
+    id BIGSERIAL PRIMARY KEY,
+    kind TEXT NOT NULL,
+    params TEXT NOT NULL,
+    state TEXT NOT NULL,
+    done BIGINT NOT NULL DEFAULT 0,
+    total BIGINT,
+    message TEXT,
+    created_by TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    started_at BIGINT,
+    finished_at BIGINT,
+    owner TEXT
+);
+CREATE INDEX jobs_state ON jobs (state, id);
+"#,
+)];
+
+/// Serialises migrations between nodes starting at once (a transaction-scoped lock).
+const MIGRATION_LOCK: i64 = 0x5357_5944_4d49_4752; // "SWYDMIGR"
+
+pub struct PgStore {
+    pool: Pool,
+    /// Bounds appends waiting for a connection; beyond it ingest answers 429.
+    append_permits: std::sync::Arc<Semaphore>,
+    append_capacity: u32,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+fn map_err(e: tokio_postgres::Error) -> Error {
+    match e.code() {
+        Some(c) if *c == SqlState::UNIQUE_VIOLATION => Error::Conflict(e.to_string()),
+        _ => Error::Unavailable(match e.as_db_error() {
+            Some(db) => format!("{}: {}", db.code().code(), db.message()),
+            None => e.to_string(),
+        }),
+    }
+}
+
+fn pool_err(e: deadpool_postgres::PoolError) -> Error {
+    Error::Unavailable(format!("no database connection: {e}"))
+}
+
+/// Splits our `schema=` parameter off a PostgreSQL URL.
+fn split_schema(url: &str) -> Result<(String, Option<String>)> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_string(), None));
+    };
+    let mut schema = None;
+    let mut rest = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("schema", v)) => {
+                if v.is_empty()
+                    || !v
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                {
+                    return Err(Error::Url(format!(
+                        "schema \"{v}\" must be lower-case letters, digits and _"
+                    )));
+                }
+                schema = Some(v.to_string());
+            }
+            _ => rest.push(pair),
+        }
+    }
+    let url = if rest.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    Ok((url, schema))
+}
+
+impl PgStore {
+    pub async fn open(url: &str, opts: &StoreOptions) -> Result<Self> {
+        let (url, schema) = split_schema(url)?;
+        let mut cfg: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e: tokio_postgres::Error| Error::Url(e.to_string()))?;
+        if let Some(p) = &opts.password {
+            cfg.password(p);
+        }
+        cfg.connect_timeout(std::time::Duration::from_secs(10));
+        cfg.application_name("switchyard");
+        if let Some(s) = &schema {
+            let (client, conn) = cfg.connect(NoTls).await.map_err(map_err)?;
+            let task = tokio::spawn(conn);
+            client
+                .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{s}\""))
+                .await
+                .map_err(map_err)?;
+            drop(client);
+            let _ = task.await;
+            cfg.options(format!("-c search_path={s}"));
+        }
+        let mgr = Manager::from_config(
+            cfg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(mgr)
+            .max_size(opts.pool_size.max(2) as usize)
+            .build()
+            .map_err(|e| Error::Unavailable(e.to_string()))?;
+        let store = PgStore {
+            pool,
+            append_permits: std::sync::Arc::new(Semaphore::new(opts.writer_queue.max(1))),
+            append_capacity: opts.writer_queue.max(1) as u32,
+            closed: std::sync::atomic::AtomicBool::new(false),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        if self.closed.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(Error::Closed);
+        }
+        self.pool.get().await.map_err(pool_err)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut client = self.client().await?;
+        let m = |e: tokio_postgres::Error| Error::Migration(e.to_string());
+        let tx = client.transaction().await.map_err(m)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(m)?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+        )
+        .await
+        .map_err(m)?;
+        let current: i64 = tx
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                &[],
+            )
+            .await
+            .map_err(m)?
+            .get(0);
+        let latest = MIGRATIONS.last().map_or(0, |m| m.0);
+        if current > latest {
+            return Err(Error::Migration(format!(
+                "the database is at schema version {current}, newer than this binary's {latest}; upgrade Switchyard"
+            )));
+        }
+        for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+            tx.batch_execute(sql)
+                .await
+                .map_err(|e| Error::Migration(format!("version {version}: {e}")))?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
+                &[version, &micros(Utc::now())],
+            )
+            .await
+            .map_err(m)?;
+            tracing::info!(version, "applied PostgreSQL migration");
+        }
+        tx.commit().await.map_err(m)
+    }
+
+    async fn append(
+        &self,
+        events: Vec<NewEvent>,
+        hold: Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>,
+    ) -> Result<Vec<Appended>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        let mut sources = Vec::with_capacity(events.len());
+        let mut ids = Vec::with_capacity(events.len());
+        let mut types = Vec::with_capacity(events.len());
+        let mut subjects = Vec::with_capacity(events.len());
+        let mut times = Vec::with_capacity(events.len());
+        let mut received = Vec::with_capacity(events.len());
+        let mut envelopes = Vec::with_capacity(events.len());
+        for e in &events {
+            sources.push(e.event.source.as_str());
+            ids.push(e.event.id.as_str());
+            types.push(e.event.ty.as_str());
+            subjects.push(e.event.subject.as_deref());
+            times.push(e.event.time.as_deref());
+            received.push(micros(e.received_at));
+            envelopes.push(envelope(&e.event));
+        }
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO events (source, event_id, type, subject, time, received_at, envelope)
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[])
+                 ON CONFLICT (source, event_id) DO NOTHING
+                 RETURNING seq, source, event_id",
+            )
+            .await
+            .map_err(map_err)?;
+        let params: [&(dyn ToSql + Sync); 7] = [
+            &sources, &ids, &types, &subjects, &times, &received, &envelopes,
+        ];
+        let rows = tx.query(&stmt, &params).await.map_err(map_err)?;
+        let mut inserted: HashMap<(String, String), i64> = rows
+            .iter()
+            .map(|r| {
+                (
+                    (r.get::<_, String>(1), r.get::<_, String>(2)),
+                    r.get::<_, i64>(0),
+                )
+            })
+            .collect();
+        let mut out = Vec::with_capacity(events.len());
+        let mut missing = Vec::new();
+        for (i, e) in events.iter().enumerate() {
+            let key = (e.event.source.clone(), e.event.id.clone());
+            match inserted.remove(&key) {
+                Some(seq) => out.push(Some(Appended::Stored { seq })),
+                None => {
+                    out.push(None);
+                    missing.push(i);
+                }
+            }
+        }
+        if !missing.is_empty() {
+            let ms: Vec<&str> = missing.iter().map(|&i| sources[i]).collect();
+            let mi: Vec<&str> = missing.iter().map(|&i| ids[i]).collect();
+            let rows = tx
+                .query(
+                    "SELECT e.seq, e.source, e.event_id FROM events e
+                     JOIN UNNEST($1::text[], $2::text[]) AS k(source, event_id)
+                       ON e.source = k.source AND e.event_id = k.event_id",
+                    &[&ms, &mi],
+                )
+                .await
+                .map_err(map_err)?;
+            let existing: HashMap<(String, String), i64> = rows
+                .iter()
+                .map(|r| {
+                    (
+                        (r.get::<_, String>(1), r.get::<_, String>(2)),
+                        r.get::<_, i64>(0),
+                    )
+                })
+                .collect();
+            for i in missing {
+                let key = (events[i].event.source.clone(), events[i].event.id.clone());
+                let seq = *existing.get(&key).ok_or_else(|| {
+                    Error::Unavailable("duplicate event vanished during insert".into())
+                })?;
+                out[i] = Some(Appended::Duplicate { seq });
+            }
+        }
+        if let Some((inserted_tx, release)) = hold {
+            let _ = inserted_tx.send(());
+            let _ = release.await;
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(out
+            .into_iter()
+            .map(|o| o.expect("every event resolved"))
+            .collect())
+    }
+}
+
+fn event_from_row(r: &tokio_postgres::Row) -> Result<StoredEvent> {
+    let seq: i64 = r.get(0);
+    Ok(StoredEvent {
+        seq,
+        position: LogPosition { tx: r.get(1), seq },
+        received_at: from_micros(r.get(2))?,
+        event: decode_envelope(r.get::<_, &str>(3))?,
+    })
+}
+
+const TOKEN_COLS: &str = "id, name, role, hash, created_at, created_by, revoked_at";
+const JOB_COLS: &str = "id, kind, params, state, done, total, message, created_by, created_at, started_at, finished_at, owner";
+
+fn token_from_row(r: &tokio_postgres::Row) -> Result<TokenRecord> {
+    Ok(TokenRecord {
+        id: r.get(0),
+        name: r.get(1),
+        role: parse_role(r.get(2))?,
+        hash: r.get(3),
+        created_at: from_micros(r.get(4))?,
+        created_by: r.get(5),
+        revoked_at: opt_from_micros(r.get(6))?,
+    })
+}
+
+fn job_from_row(r: &tokio_postgres::Row) -> Result<JobRecord> {
+    Ok(JobRecord {
+        id: r.get(0),
+        kind: r.get(1),
+        params: decode_json(r.get(2))?,
+        state: JobState::parse(r.get(3))?,
+        done: r.get(4),
+        total: r.get(5),
+        message: r.get(6),
+        created_by: r.get(7),
+        created_at: from_micros(r.get(8))?,
+        started_at: opt_from_micros(r.get(9))?,
+        finished_at: opt_from_micros(r.get(10))?,
+        owner: r.get(11),
+    })
+}
+
+fn lease_from_row(r: &tokio_postgres::Row) -> Result<Lease> {
+    Ok(Lease {
+        name: r.get(0),
+        owner: r.get(1),
+        epoch: r.get(2),
+        expires_at: from_micros(r.get(3))?,
+    })
+}
+
+async fn audit_insert(c: &impl deadpool_postgres::GenericClient, e: &NewAudit) -> Result<i64> {
+    Ok(c
+        .query_one(
+            "INSERT INTO audit (at, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            &[&micros(e.at), &e.actor, &e.action, &e.target, &e.detail.to_string()],
+        )
+        .await
+        .map_err(map_err)?
+        .get(0))
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> Backend {
+        Backend::Postgres
+    }
+
+    async fn check_writable(&self) -> Result<()> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO meta (key, value) VALUES ('ready_probe', '1') ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            &[],
+        )
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        // Wait for appends in flight: they hold permits until their commit answers.
+        let _ = self.append_permits.acquire_many(self.append_capacity).await;
+        self.pool.close();
+    }
+
+    async fn append_events(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let _permit = self
+            .append_permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Error::Saturated)?;
+        self.append(events, None).await
+    }
+
+    async fn append_events_held(
+        &self,
+        events: Vec<NewEvent>,
+        inserted: oneshot::Sender<()>,
+        release: oneshot::Receiver<()>,
+    ) -> Result<Vec<Appended>> {
+        self.append(events, Some((inserted, release))).await
+    }
+
+    async fn get_event(&self, seq: i64) -> Result<Option<StoredEvent>> {
+        let c = self.client().await?;
+        c.query_opt(
+            "SELECT seq, tx, received_at, envelope FROM events WHERE seq = $1",
+            &[&seq],
+        )
+        .await
+        .map_err(map_err)?
+        .map(|r| event_from_row(&r))
+        .transpose()
+    }
+
+    async fn find_event(&self, source: &str, id: &str) -> Result<Option<StoredEvent>> {
+        let c = self.client().await?;
+        c.query_opt(
+            "SELECT seq, tx, received_at, envelope FROM events WHERE source = $1 AND event_id = $2",
+            &[&source, &id],
+        )
+        .await
+        .map_err(map_err)?
+        .map(|r| event_from_row(&r))
+        .transpose()
+    }
+
+    async fn read_log(
+        &self,
+        after: LogPosition,
+        limit: usize,
+        filter: &EventFilter,
+    ) -> Result<LogPage> {
+        let c = self.client().await?;
+        let limit = limit.clamp(1, 10_000) as i64;
+        let stmt = c
+            .prepare_cached(
+                "SELECT seq, tx, received_at, envelope FROM events
+                 WHERE (tx, seq) > ($1, $2)
+                   AND tx < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+                   AND ($3::text IS NULL OR source = $3)
+                   AND ($4::text IS NULL OR type = $4)
+                   AND ($5::text IS NULL OR subject = $5)
+                 ORDER BY tx, seq LIMIT $6",
+            )
+            .await
+            .map_err(map_err)?;
+        let rows = c
+            .query(
+                &stmt,
+                &[
+                    &after.tx,
+                    &after.seq,
+                    &filter.source,
+                    &filter.ty,
+                    &filter.subject,
+                    &limit,
+                ],
+            )
+            .await
+            .map_err(map_err)?;
+        let events = rows
+            .iter()
+            .map(event_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        let next = events.last().map_or(after, |e| e.position);
+        Ok(LogPage { events, next })
+    }
+
+    async fn count_events(&self) -> Result<i64> {
+        let c = self.client().await?;
+        Ok(c.query_one("SELECT COUNT(*) FROM events", &[])
+            .await
+            .map_err(map_err)?
+            .get(0))
+    }
+
+    async fn create_token(&self, token: NewToken, actor: &str) -> Result<TokenRecord> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(map_err)?;
+        let row = tx
+            .query_one(
+                &format!(
+                    "INSERT INTO tokens (name, role, hash, created_at, created_by) VALUES ($1, $2, $3, $4, $5) RETURNING {TOKEN_COLS}"
+                ),
+                &[&token.name, &token.role.as_str(), &token.hash, &micros(token.created_at), &actor],
+            )
+            .await
+            .map_err(|e| match map_err(e) {
+                Error::Conflict(_) => Error::Conflict(format!(
+                    "an active token named \"{}\" already exists",
+                    token.name
+                )),
+                other => other,
+            })?;
+        let rec = token_from_row(&row)?;
+        audit_insert(
+            &tx,
+            &NewAudit {
+                at: token.created_at,
+                actor: actor.to_string(),
+                action: "token.create".into(),
+                target: format!("token:{}", rec.id),
+                detail: serde_json::json!({"name": rec.name, "role": rec.role}),
+            },
+        )
+        .await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(rec)
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>> {
+        let c = self.client().await?;
+        c.query_opt(
+            &format!("SELECT {TOKEN_COLS} FROM tokens WHERE hash = $1"),
+            &[&hash],
+        )
+        .await
+        .map_err(map_err)?
+        .map(|r| token_from_row(&r))
+        .transpose()
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
+        let c = self.client().await?;
+        c.query(&format!("SELECT {TOKEN_COLS} FROM tokens ORDER BY id"), &[])
+            .await
+            .map_err(map_err)?
+            .iter()
+            .map(token_from_row)
+            .collect()
+    }
+
+    async fn revoke_token(&self, id: i64, actor: &str, at: DateTime<Utc>) -> Result<TokenRecord> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(map_err)?;
+        let row = tx
+            .query_opt(
+                &format!(
+                    "UPDATE tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL RETURNING {TOKEN_COLS}"
+                ),
+                &[&id, &micros(at)],
+            )
+            .await
+            .map_err(map_err)?
+            .ok_or_else(|| Error::NotFound(format!("active token {id}")))?;
+        let rec = token_from_row(&row)?;
+        audit_insert(
+            &tx,
+            &NewAudit {
+                at,
+                actor: actor.to_string(),
+                action: "token.revoke".into(),
+                target: format!("token:{id}"),
+                detail: serde_json::json!({"name": rec.name}),
+            },
+        )
+        .await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(rec)
+    }
+
+    async fn append_audit(&self, entry: NewAudit) -> Result<i64> {
+        let c = self.client().await?;
+        audit_insert(&c, &entry).await
+    }
+
+    async fn list_audit(&self, after: i64, limit: usize) -> Result<Vec<AuditRecord>> {
+        let c = self.client().await?;
+        let limit = limit.clamp(1, 10_000) as i64;
+        c.query(
+            "SELECT id, at, actor, action, target, detail FROM audit WHERE id > $1 ORDER BY id LIMIT $2",
+            &[&after, &limit],
+        )
+        .await
+        .map_err(map_err)?
+        .iter()
+        .map(|r| {
+            Ok(AuditRecord {
+                id: r.get(0),
+                at: from_micros(r.get(1))?,
+                actor: r.get(2),
+                action: r.get(3),
+                target: r.get(4),
+                detail: decode_json(r.get(5))?,
+            })
+        })
+        .collect()
+    }
+
+    async fn get_meta(&self, key: &str) -> Result<Option<String>> {
+        let c = self.client().await?;
+        Ok(
+            c.query_opt("SELECT value FROM meta WHERE key = $1", &[&key])
+                .await
+                .map_err(map_err)?
+                .map(|r| r.get(0)),
+        )
+    }
+
+    async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            &[&key, &value],
+        )
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn heartbeat_node(
+        &self,
+        id: &str,
+        info: serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO nodes (id, started_at, heartbeat_at, info) VALUES ($1, $2, $2, $3)
+             ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, info = excluded.info",
+            &[&id, &micros(now), &info.to_string()],
+        )
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>> {
+        let c = self.client().await?;
+        c.query(
+            "SELECT id, started_at, heartbeat_at, info FROM nodes ORDER BY id",
+            &[],
+        )
+        .await
+        .map_err(map_err)?
+        .iter()
+        .map(|r| {
+            Ok(NodeRecord {
+                id: r.get(0),
+                started_at: from_micros(r.get(1))?,
+                heartbeat_at: from_micros(r.get(2))?,
+                info: decode_json(r.get(3))?,
+            })
+        })
+        .collect()
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        ttl: chrono::Duration,
+    ) -> Result<Option<Lease>> {
+        let c = self.client().await?;
+        c.query_opt(
+            "INSERT INTO leases (name, owner, epoch, expires_at) VALUES ($1, $2, 1, $3)
+             ON CONFLICT (name) DO UPDATE SET
+                epoch = leases.epoch + CASE WHEN leases.owner = excluded.owner THEN 0 ELSE 1 END,
+                owner = excluded.owner,
+                expires_at = excluded.expires_at
+             WHERE leases.owner = excluded.owner OR leases.expires_at <= $4
+             RETURNING name, owner, epoch, expires_at",
+            &[&name, &owner, &micros(now + ttl), &micros(now)],
+        )
+        .await
+        .map_err(map_err)?
+        .map(|r| lease_from_row(&r))
+        .transpose()
+    }
+
+    async fn renew_lease(
+        &self,
+        lease: &Lease,
+        now: DateTime<Utc>,
+        ttl: chrono::Duration,
+    ) -> Result<Lease> {
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "UPDATE leases SET expires_at = $4 WHERE name = $1 AND owner = $2 AND epoch = $3",
+                &[&lease.name, &lease.owner, &lease.epoch, &micros(now + ttl)],
+            )
+            .await
+            .map_err(map_err)?;
+        if n == 0 {
+            return Err(Error::Fenced {
+                name: lease.name.clone(),
+                epoch: lease.epoch,
+            });
+        }
+        Ok(Lease {
+            expires_at: now + ttl,
+            ..lease.clone()
+        })
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> Result<()> {
+        let c = self.client().await?;
+        c.execute(
+            "UPDATE leases SET expires_at = 0 WHERE name = $1 AND owner = $2 AND epoch = $3",
+            &[&lease.name, &lease.owner, &lease.epoch],
+        )
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn save_lease_state(&self, lease: &Lease, state: serde_json::Value) -> Result<()> {
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "UPDATE leases SET state = $4 WHERE name = $1 AND owner = $2 AND epoch = $3",
+                &[&lease.name, &lease.owner, &lease.epoch, &state.to_string()],
+            )
+            .await
+            .map_err(map_err)?;
+        if n == 0 {
+            return Err(Error::Fenced {
+                name: lease.name.clone(),
+                epoch: lease.epoch,
+            });
+        }
+        Ok(())
+    }
+
+    async fn lease_state(&self, name: &str) -> Result<Option<serde_json::Value>> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt("SELECT state FROM leases WHERE name = $1", &[&name])
+            .await
+            .map_err(map_err)?;
+        row.and_then(|r| r.get::<_, Option<String>>(0))
+            .map(|s| decode_json(&s))
+            .transpose()
+    }
+
+    async fn list_leases(&self) -> Result<Vec<Lease>> {
+        let c = self.client().await?;
+        c.query(
+            "SELECT name, owner, epoch, expires_at FROM leases ORDER BY name",
+            &[],
+        )
+        .await
+        .map_err(map_err)?
+        .iter()
+        .map(lease_from_row)
+        .collect()
+    }
+
+    async fn create_job(&self, job: NewJob) -> Result<JobRecord> {
+        let c = self.client().await?;
+        let row = c
+            .query_one(
+                &format!(
+                    "INSERT INTO jobs (kind, params, state, created_by, created_at) VALUES ($1, $2, 'queued', $3, $4) RETURNING {JOB_COLS}"
+                ),
+                &[&job.kind, &job.params.to_string(), &job.created_by, &micros(job.created_at)],
+            )
+            .await
+            .map_err(map_err)?;
+        job_from_row(&row)
+    }
+
+    async fn get_job(&self, id: i64) -> Result<Option<JobRecord>> {
+        let c = self.client().await?;
+        c.query_opt(
+            &format!("SELECT {JOB_COLS} FROM jobs WHERE id = $1"),
+            &[&id],
+        )
+        .await
+        .map_err(map_err)?
+        .map(|r| job_from_row(&r))
+        .transpose()
+    }
+
+    async fn list_jobs(&self, limit: usize) -> Result<Vec<JobRecord>> {
+        let c = self.client().await?;
+        let limit = limit.clamp(1, 1000) as i64;
+        c.query(
+            &format!("SELECT {JOB_COLS} FROM jobs ORDER BY id DESC LIMIT $1"),
+            &[&limit],
+        )
+        .await
+        .map_err(map_err)?
+        .iter()
+        .map(job_from_row)
+        .collect()
+    }
+
+    async fn claim_job(&self, node: &str, now: DateTime<Utc>) -> Result<Option<JobRecord>> {
+        let c = self.client().await?;
+        c.query_opt(
+            &format!(
+                "UPDATE jobs SET state = 'running', owner = $1, started_at = $2
+                 WHERE id = (SELECT id FROM jobs WHERE state = 'queued' ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+                 RETURNING {JOB_COLS}"
+            ),
+            &[&node, &micros(now)],
+        )
+        .await
+        .map_err(map_err)?
+        .map(|r| job_from_row(&r))
+        .transpose()
+    }
+
+    async fn update_job_progress(&self, id: i64, done: i64, total: Option<i64>) -> Result<()> {
+        let c = self.client().await?;
+        c.execute(
+            "UPDATE jobs SET done = $2, total = COALESCE($3, total) WHERE id = $1",
+            &[&id, &done, &total],
+        )
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn finish_job(
+        &self,
+        id: i64,
+        state: JobState,
+        message: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "UPDATE jobs SET state = $2, message = $3, finished_at = $4 WHERE id = $1",
+                &[&id, &state.as_str(), &message, &micros(now)],
+            )
+            .await
+            .map_err(map_err)?;
+        if n == 0 {
+            return Err(Error::NotFound(format!("job {id}")));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_schema;
+
+    #[test]
+    fn schema_parameter_is_ours() {
+        let (u, s) = split_schema("postgres://h/db?schema=t1&sslmode=disable").unwrap();
+        assert_eq!(u, "postgres://h/db?sslmode=disable");
+        assert_eq!(s.as_deref(), Some("t1"));
+        assert!(split_schema("postgres://h/db?schema=Bad-Name").is_err());
+        assert_eq!(split_schema("postgres://h/db").unwrap().1, None);
+    }
+}

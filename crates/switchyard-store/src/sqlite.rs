@@ -1,0 +1,1113 @@
+//! The embedded backend: one SQLite file in WAL mode with `synchronous=FULL`.
+//!
+//! One writer thread owns the only read-write connection. Callers hand it closures through a
+//! bounded queue; it takes every request waiting, runs each in its own savepoint inside one
+//! transaction, commits once (one fsync for the group) and only then answers each caller.
+//! Readers use a pool of read-only connections on blocking threads. A checkpointer thread
+//! runs PASSIVE WAL checkpoints, which never wait for readers, so a slow reader can neither
+//! stall a checkpoint nor the writer.
+//!
+//! Nothing but the writer thread may write to the file while the server runs.
+
+use crate::util::*;
+use crate::*;
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// Most requests one group commit takes.
+const MAX_GROUP: usize = 1024;
+
+type Completion = Box<dyn FnOnce(Result<()>) + Send>;
+type WriteJob = Box<dyn FnOnce(&Connection) -> (bool, Completion) + Send>;
+
+const MIGRATIONS: &[(i64, &str)] = &[(
+    1,
+    r#"
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    tx INTEGER NOT NULL DEFAULT 0,
+    source TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    subject TEXT,
+    time TEXT,
+    received_at INTEGER NOT NULL,
+    envelope TEXT NOT NULL,
+    UNIQUE (source, event_id)
+);
+CREATE INDEX events_type ON events (type, seq);
+CREATE TABLE tokens (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    hash TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL,
+    created_by TEXT NOT NULL,
+    revoked_at INTEGER
+);
+CREATE UNIQUE INDEX tokens_active_name ON tokens (name) WHERE revoked_at IS NULL;
+CREATE TABLE audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE nodes (
+    id TEXT PRIMARY KEY,
+    started_at INTEGER NOT NULL,
+    heartbeat_at INTEGER NOT NULL,
+    info TEXT NOT NULL
+);
+CREATE TABLE leases (
+    name TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    state TEXT
+);
+CREATE TABLE jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    params TEXT NOT NULL,
+    state TEXT NOT NULL,
+    done INTEGER NOT NULL DEFAULT 0,
+    total INTEGER,
+    message TEXT,
+    created_by TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    started_at INTEGER,
+    finished_at INTEGER,
+    owner TEXT
+);
+CREATE INDEX jobs_state ON jobs (state, id);
+"#,
+)];
+
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Mutex<Option<mpsc::Sender<WriteJob>>>,
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    readers: r2d2::Pool<SqliteConnectionManager>,
+    stop_checkpointer: std::sync::Arc<AtomicBool>,
+}
+
+fn map_err(e: rusqlite::Error) -> Error {
+    use rusqlite::ErrorCode::*;
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _) => match f.code {
+            DiskFull | DatabaseBusy | DatabaseLocked | CannotOpen | SystemIoFailure | ReadOnly
+            | OutOfMemory => Error::Unavailable(e.to_string()),
+            ConstraintViolation => Error::Conflict(e.to_string()),
+            _ => Error::Unavailable(e.to_string()),
+        },
+        rusqlite::Error::FromSqlConversionFailure(..)
+        | rusqlite::Error::InvalidColumnType(..)
+        | rusqlite::Error::IntegralValueOutOfRange(..) => Error::Corrupt(e.to_string()),
+        _ => Error::Unavailable(e.to_string()),
+    }
+}
+
+fn aborted() -> Error {
+    Error::Unavailable("the write was aborted before it began; nothing was stored".into())
+}
+
+fn set_pragmas(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.execute_batch("PRAGMA foreign_keys = ON;")
+}
+
+/// Opens the file read-write, sets WAL and FULL sync, and applies migrations.
+pub fn open_writer_connection(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path).map_err(map_err)?;
+    set_pragmas(&conn).map_err(map_err)?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(map_err)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(Error::Unavailable(format!(
+            "cannot switch {} to WAL (journal_mode = {mode})",
+            path.display()
+        )));
+    }
+    conn.execute_batch(
+        "PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = 0; PRAGMA temp_store = MEMORY;",
+    )
+    .map_err(map_err)?;
+    migrate(&conn)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &Connection) -> Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+    )
+    .map_err(|e| Error::Migration(e.to_string()))?;
+    let current: i64 = conn
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| Error::Migration(e.to_string()))?;
+    let latest = MIGRATIONS.last().map_or(0, |m| m.0);
+    if current > latest {
+        return Err(Error::Migration(format!(
+            "the database is at schema version {current}, newer than this binary's {latest}; upgrade Switchyard"
+        )));
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+        let run = || -> rusqlite::Result<()> {
+            conn.execute_batch("BEGIN IMMEDIATE")?;
+            conn.execute_batch(sql)?;
+            conn.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+                params![version, micros(Utc::now())],
+            )?;
+            conn.execute_batch("COMMIT")
+        };
+        if let Err(e) = run() {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(Error::Migration(format!("version {version}: {e}")));
+        }
+        tracing::info!(version, "applied SQLite migration");
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    pub async fn open(path: &Path, opts: &StoreOptions) -> Result<Self> {
+        let path = path.to_path_buf();
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+            && !dir.exists()
+        {
+            return Err(Error::Unavailable(format!(
+                "directory {} does not exist",
+                dir.display()
+            )));
+        }
+        let p = path.clone();
+        let conn = tokio::task::spawn_blocking(move || open_writer_connection(&p))
+            .await
+            .map_err(|e| Error::Unavailable(e.to_string()))??;
+
+        let (tx, rx) = mpsc::channel::<WriteJob>(opts.writer_queue.max(1));
+        let writer_thread = std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx))
+            .map_err(|e| Error::Unavailable(e.to_string()))?;
+
+        let manager = SqliteConnectionManager::file(&path)
+            .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .with_init(|c| {
+                set_pragmas(c)?;
+                c.execute_batch("PRAGMA query_only = ON;")
+            });
+        let readers = r2d2::Pool::builder()
+            .max_size(opts.pool_size.max(1))
+            .min_idle(Some(1))
+            .connection_timeout(Duration::from_secs(10))
+            .build(manager)
+            .map_err(|e| Error::Unavailable(e.to_string()))?;
+
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        spawn_checkpointer(path.clone(), stop.clone());
+
+        Ok(SqliteStore {
+            path,
+            writer: Mutex::new(Some(tx)),
+            writer_thread: Mutex::new(Some(writer_thread)),
+            readers,
+            stop_checkpointer: stop,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn sender(&self) -> Result<mpsc::Sender<WriteJob>> {
+        self.writer
+            .lock()
+            .expect("writer lock")
+            .clone()
+            .ok_or(Error::Closed)
+    }
+
+    fn job<T, F>(f: F) -> (WriteJob, oneshot::Receiver<Result<T>>)
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: WriteJob = Box::new(move |conn: &Connection| match f(conn) {
+            Ok(v) => (
+                true,
+                Box::new(move |commit: Result<()>| {
+                    let _ = tx.send(commit.map(|()| v));
+                }) as Completion,
+            ),
+            Err(e) => (
+                false,
+                Box::new(move |_| {
+                    let _ = tx.send(Err(e));
+                }) as Completion,
+            ),
+        });
+        (job, rx)
+    }
+
+    /// Runs `f` in the writer's next group commit; waits for room in the queue.
+    async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let (job, rx) = Self::job(f);
+        self.sender()?.send(job).await.map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| aborted())?
+    }
+
+    /// Like `write`, but answers `Saturated` at once when the queue is full (ingest).
+    async fn write_or_saturated<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let (job, rx) = Self::job(f);
+        match self.sender()?.try_send(job) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => return Err(Error::Saturated),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(Error::Closed),
+        }
+        rx.await.map_err(|_| aborted())?
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let pool = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.get().map_err(|e| Error::Unavailable(e.to_string()))?;
+            f(&conn)
+        })
+        .await
+        .map_err(|e| Error::Unavailable(e.to_string()))?
+    }
+}
+
+fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<WriteJob>) {
+    let mut batch: Vec<WriteJob> = Vec::with_capacity(MAX_GROUP);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        metrics::gauge!("switchyard_store_writer_queue_depth").set(rx.len() as f64);
+        metrics::histogram!("switchyard_store_writer_batch_size").record(batch.len() as f64);
+        let started = Instant::now();
+        let n = batch.len();
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            // Dropping the jobs unrun drops their reply channels: every caller is told
+            // (as `Unavailable`) that nothing of its write was stored.
+            tracing::error!(error = %e, requests = n, "cannot begin a write transaction");
+            metrics::counter!("switchyard_store_write_errors_total").increment(1);
+            batch.clear();
+            continue;
+        }
+        let mut completions = Vec::with_capacity(n);
+        for job in batch.drain(..) {
+            if let Err(e) = conn.execute_batch("SAVEPOINT op") {
+                // the job is dropped unrun; its caller learns nothing was stored
+                tracing::error!(error = %e, "cannot open a savepoint");
+                continue;
+            }
+            let (ok, completion) = job(&conn);
+            let end = if ok {
+                "RELEASE op"
+            } else {
+                "ROLLBACK TO op; RELEASE op"
+            };
+            if let Err(e) = conn.execute_batch(end) {
+                tracing::error!(error = %e, "savepoint end failed");
+            }
+            completions.push((ok, completion));
+        }
+        let commit = conn.execute_batch("COMMIT");
+        metrics::histogram!("switchyard_store_commit_seconds")
+            .record(started.elapsed().as_secs_f64());
+        match commit {
+            Ok(()) => {
+                for (_, c) in completions {
+                    c(Ok(()));
+                }
+            }
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                let err = map_err(e);
+                tracing::error!(error = %err, requests = n, "group commit failed; nothing of it was stored");
+                for (_, c) in completions {
+                    c(Err(Error::Unavailable(err.to_string())));
+                }
+            }
+        }
+    }
+    // Channel closed: every queued write has been committed. Checkpoint so the file is
+    // complete without its WAL.
+    if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+        tracing::warn!(error = %e, "final checkpoint failed (the WAL keeps the data)");
+    }
+}
+
+fn spawn_checkpointer(path: PathBuf, stop: std::sync::Arc<AtomicBool>) {
+    let _ = std::thread::Builder::new()
+        .name("sqlite-checkpoint".into())
+        .spawn(move || {
+            let conn = match Connection::open(&path) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(error = %e, "checkpointer cannot open the database");
+                    return;
+                }
+            };
+            let _ = conn.busy_timeout(Duration::from_millis(100));
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(250));
+                // PASSIVE copies what it can without waiting for readers or the writer.
+                match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                    Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                }) {
+                    Ok((log, done)) => {
+                        metrics::gauge!("switchyard_store_wal_pages")
+                            .set((log - done).max(0) as f64);
+                    }
+                    Err(e) => tracing::debug!(error = %e, "passive checkpoint skipped"),
+                }
+            }
+        });
+}
+
+fn row_to_event(seq: i64, tx: i64, received: i64, envelope: &str) -> Result<StoredEvent> {
+    Ok(StoredEvent {
+        seq,
+        position: LogPosition { tx, seq },
+        received_at: from_micros(received)?,
+        event: decode_envelope(envelope)?,
+    })
+}
+
+fn insert_events(conn: &Connection, events: &[NewEvent]) -> Result<Vec<Appended>> {
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT INTO events (source, event_id, type, subject, time, received_at, envelope)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (source, event_id) DO NOTHING RETURNING seq",
+        )
+        .map_err(map_err)?;
+    let mut existing = conn
+        .prepare_cached("SELECT seq FROM events WHERE source = ?1 AND event_id = ?2")
+        .map_err(map_err)?;
+    let mut out = Vec::with_capacity(events.len());
+    for e in events {
+        let ev = &e.event;
+        let seq: Option<i64> = insert
+            .query_row(
+                params![
+                    ev.source,
+                    ev.id,
+                    ev.ty,
+                    ev.subject,
+                    ev.time,
+                    micros(e.received_at),
+                    envelope(ev)
+                ],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(map_err)?;
+        out.push(match seq {
+            Some(seq) => Appended::Stored { seq },
+            None => Appended::Duplicate {
+                seq: existing
+                    .query_row(params![ev.source, ev.id], |r| r.get(0))
+                    .map_err(map_err)?,
+            },
+        });
+    }
+    Ok(out)
+}
+
+fn token_from_row(r: &rusqlite::Row) -> rusqlite::Result<TokenRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+    ))
+}
+
+type TokenRow = (i64, String, String, String, i64, String, Option<i64>);
+
+fn token_record(t: TokenRow) -> Result<TokenRecord> {
+    Ok(TokenRecord {
+        id: t.0,
+        name: t.1,
+        role: parse_role(&t.2)?,
+        hash: t.3,
+        created_at: from_micros(t.4)?,
+        created_by: t.5,
+        revoked_at: opt_from_micros(t.6)?,
+    })
+}
+
+const TOKEN_COLS: &str = "id, name, role, hash, created_at, created_by, revoked_at";
+const JOB_COLS: &str = "id, kind, params, state, done, total, message, created_by, created_at, started_at, finished_at, owner";
+
+type JobRow = (
+    i64,
+    String,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<String>,
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+);
+
+fn job_row(r: &rusqlite::Row) -> rusqlite::Result<JobRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+        r.get(9)?,
+        r.get(10)?,
+        r.get(11)?,
+    ))
+}
+
+fn job_record(j: JobRow) -> Result<JobRecord> {
+    Ok(JobRecord {
+        id: j.0,
+        kind: j.1,
+        params: decode_json(&j.2)?,
+        state: JobState::parse(&j.3)?,
+        done: j.4,
+        total: j.5,
+        message: j.6,
+        created_by: j.7,
+        created_at: from_micros(j.8)?,
+        started_at: opt_from_micros(j.9)?,
+        finished_at: opt_from_micros(j.10)?,
+        owner: j.11,
+    })
+}
+
+fn audit_insert(conn: &Connection, e: &NewAudit) -> Result<i64> {
+    conn.prepare_cached(
+        "INSERT INTO audit (at, actor, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id",
+    )
+    .and_then(|mut s| {
+        s.query_row(
+            params![micros(e.at), e.actor, e.action, e.target, e.detail.to_string()],
+            |r| r.get(0),
+        )
+    })
+    .map_err(map_err)
+}
+
+fn lease_row(name: &str, r: &rusqlite::Row) -> rusqlite::Result<(String, String, i64, i64)> {
+    Ok((name.to_string(), r.get(0)?, r.get(1)?, r.get(2)?))
+}
+
+fn lease_record(t: (String, String, i64, i64)) -> Result<Lease> {
+    Ok(Lease {
+        name: t.0,
+        owner: t.1,
+        epoch: t.2,
+        expires_at: from_micros(t.3)?,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> Backend {
+        Backend::Sqlite
+    }
+
+    async fn check_writable(&self) -> Result<()> {
+        self.write(|c| {
+            c.execute(
+                "INSERT INTO meta (key, value) VALUES ('ready_probe', '1') ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [],
+            )
+            .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn close(&self) {
+        let sender = self.writer.lock().expect("writer lock").take();
+        drop(sender);
+        let handle = self.writer_thread.lock().expect("writer lock").take();
+        if let Some(h) = handle {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+        self.stop_checkpointer.store(true, Ordering::Relaxed);
+    }
+
+    async fn append_events(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>> {
+        let n = events.len();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        self.write_or_saturated(move |c| insert_events(c, &events))
+            .await
+    }
+
+    async fn append_events_held(
+        &self,
+        events: Vec<NewEvent>,
+        inserted: oneshot::Sender<()>,
+        release: oneshot::Receiver<()>,
+    ) -> Result<Vec<Appended>> {
+        self.write(move |c| {
+            let r = insert_events(c, &events)?;
+            let _ = inserted.send(());
+            let _ = release.blocking_recv();
+            Ok(r)
+        })
+        .await
+    }
+
+    async fn get_event(&self, seq: i64) -> Result<Option<StoredEvent>> {
+        self.read(move |c| {
+            c.prepare_cached("SELECT seq, tx, received_at, envelope FROM events WHERE seq = ?1")
+                .and_then(|mut s| {
+                    s.query_row([seq], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, String>(3)?))
+                    })
+                    .optional()
+                })
+                .map_err(map_err)?
+                .map(|(s, t, rc, e)| row_to_event(s, t, rc, &e))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn find_event(&self, source: &str, id: &str) -> Result<Option<StoredEvent>> {
+        let (source, id) = (source.to_string(), id.to_string());
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT seq, tx, received_at, envelope FROM events WHERE source = ?1 AND event_id = ?2",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![source, id], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, String>(3)?))
+                })
+                .optional()
+            })
+            .map_err(map_err)?
+            .map(|(s, t, rc, e)| row_to_event(s, t, rc, &e))
+            .transpose()
+        })
+        .await
+    }
+
+    async fn read_log(
+        &self,
+        after: LogPosition,
+        limit: usize,
+        filter: &EventFilter,
+    ) -> Result<LogPage> {
+        let f = filter.clone();
+        let limit = limit.clamp(1, 10_000) as i64;
+        self.read(move |c| {
+            let mut s = c
+                .prepare_cached(
+                    "SELECT seq, tx, received_at, envelope FROM events
+                     WHERE (tx, seq) > (?1, ?2)
+                       AND (?3 IS NULL OR source = ?3)
+                       AND (?4 IS NULL OR type = ?4)
+                       AND (?5 IS NULL OR subject = ?5)
+                     ORDER BY tx, seq LIMIT ?6",
+                )
+                .map_err(map_err)?;
+            let rows = s
+                .query_map(
+                    params![after.tx, after.seq, f.source, f.ty, f.subject, limit],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, String>(3)?)),
+                )
+                .map_err(map_err)?;
+            let mut events = Vec::new();
+            for row in rows {
+                let (s, t, rc, e) = row.map_err(map_err)?;
+                events.push(row_to_event(s, t, rc, &e)?);
+            }
+            let next = events.last().map_or(after, |e| e.position);
+            Ok(LogPage { events, next })
+        })
+        .await
+    }
+
+    async fn count_events(&self) -> Result<i64> {
+        self.read(|c| {
+            c.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+                .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn create_token(&self, token: NewToken, actor: &str) -> Result<TokenRecord> {
+        let actor = actor.to_string();
+        self.write(move |c| {
+            let exists: Option<i64> = c
+                .query_row(
+                    "SELECT id FROM tokens WHERE name = ?1 AND revoked_at IS NULL",
+                    [&token.name],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(map_err)?;
+            if exists.is_some() {
+                return Err(Error::Conflict(format!(
+                    "an active token named \"{}\" already exists",
+                    token.name
+                )));
+            }
+            let id: i64 = c
+                .query_row(
+                    "INSERT INTO tokens (name, role, hash, created_at, created_by) VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id",
+                    params![token.name, token.role.as_str(), token.hash, micros(token.created_at), actor],
+                    |r| r.get(0),
+                )
+                .map_err(map_err)?;
+            audit_insert(
+                c,
+                &NewAudit {
+                    at: token.created_at,
+                    actor: actor.clone(),
+                    action: "token.create".into(),
+                    target: format!("token:{id}"),
+                    detail: serde_json::json!({"name": token.name, "role": token.role}),
+                },
+            )?;
+            Ok(TokenRecord {
+                id,
+                name: token.name,
+                role: token.role,
+                hash: token.hash,
+                created_at: token.created_at,
+                created_by: actor,
+                revoked_at: None,
+            })
+        })
+        .await
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>> {
+        let hash = hash.to_string();
+        self.read(move |c| {
+            c.prepare_cached(&format!("SELECT {TOKEN_COLS} FROM tokens WHERE hash = ?1"))
+                .and_then(|mut s| s.query_row([hash], token_from_row).optional())
+                .map_err(map_err)?
+                .map(token_record)
+                .transpose()
+        })
+        .await
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
+        self.read(|c| {
+            let mut s = c
+                .prepare(&format!("SELECT {TOKEN_COLS} FROM tokens ORDER BY id"))
+                .map_err(map_err)?;
+            let rows = s.query_map([], token_from_row).map_err(map_err)?;
+            rows.map(|r| token_record(r.map_err(map_err)?)).collect()
+        })
+        .await
+    }
+
+    async fn revoke_token(&self, id: i64, actor: &str, at: DateTime<Utc>) -> Result<TokenRecord> {
+        let actor = actor.to_string();
+        self.write(move |c| {
+            let row = c
+                .query_row(
+                    &format!(
+                        "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL RETURNING {TOKEN_COLS}"
+                    ),
+                    params![id, micros(at)],
+                    token_from_row,
+                )
+                .optional()
+                .map_err(map_err)?
+                .ok_or_else(|| Error::NotFound(format!("active token {id}")))?;
+            let rec = token_record(row)?;
+            audit_insert(
+                c,
+                &NewAudit {
+                    at,
+                    actor,
+                    action: "token.revoke".into(),
+                    target: format!("token:{id}"),
+                    detail: serde_json::json!({"name": rec.name}),
+                },
+            )?;
+            Ok(rec)
+        })
+        .await
+    }
+
+    async fn append_audit(&self, entry: NewAudit) -> Result<i64> {
+        self.write(move |c| audit_insert(c, &entry)).await
+    }
+
+    async fn list_audit(&self, after: i64, limit: usize) -> Result<Vec<AuditRecord>> {
+        let limit = limit.clamp(1, 10_000) as i64;
+        self.read(move |c| {
+            let mut s = c
+                .prepare_cached(
+                    "SELECT id, at, actor, action, target, detail FROM audit WHERE id > ?1 ORDER BY id LIMIT ?2",
+                )
+                .map_err(map_err)?;
+            let rows = s
+                .query_map(params![after, limit], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, String>(5)?,
+                    ))
+                })
+                .map_err(map_err)?;
+            rows.map(|r| {
+                let (id, at, actor, action, target, detail) = r.map_err(map_err)?;
+                Ok(AuditRecord {
+                    id,
+                    at: from_micros(at)?,
+                    actor,
+                    action,
+                    target,
+                    detail: decode_json(&detail)?,
+                })
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn get_meta(&self, key: &str) -> Result<Option<String>> {
+        let key = key.to_string();
+        self.read(move |c| {
+            c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                .optional()
+                .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        let (key, value) = (key.to_string(), value.to_string());
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )
+            .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn heartbeat_node(
+        &self,
+        id: &str,
+        info: serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let id = id.to_string();
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO nodes (id, started_at, heartbeat_at, info) VALUES (?1, ?2, ?2, ?3)
+                 ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, info = excluded.info",
+                params![id, micros(now), info.to_string()],
+            )
+            .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>> {
+        self.read(|c| {
+            let mut s = c
+                .prepare("SELECT id, started_at, heartbeat_at, info FROM nodes ORDER BY id")
+                .map_err(map_err)?;
+            let rows = s
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, String>(3)?,
+                    ))
+                })
+                .map_err(map_err)?;
+            rows.map(|r| {
+                let (id, s, h, info) = r.map_err(map_err)?;
+                Ok(NodeRecord {
+                    id,
+                    started_at: from_micros(s)?,
+                    heartbeat_at: from_micros(h)?,
+                    info: decode_json(&info)?,
+                })
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        ttl: chrono::Duration,
+    ) -> Result<Option<Lease>> {
+        let (name, owner) = (name.to_string(), owner.to_string());
+        self.write(move |c| {
+            c.query_row(
+                "INSERT INTO leases (name, owner, epoch, expires_at) VALUES (?1, ?2, 1, ?3)
+                 ON CONFLICT (name) DO UPDATE SET
+                    epoch = leases.epoch + CASE WHEN leases.owner = excluded.owner THEN 0 ELSE 1 END,
+                    owner = excluded.owner,
+                    expires_at = excluded.expires_at
+                 WHERE leases.owner = excluded.owner OR leases.expires_at <= ?4
+                 RETURNING owner, epoch, expires_at",
+                params![name, owner, micros(now + ttl), micros(now)],
+                |r| lease_row(&name, r),
+            )
+            .optional()
+            .map_err(map_err)?
+            .map(lease_record)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn renew_lease(
+        &self,
+        lease: &Lease,
+        now: DateTime<Utc>,
+        ttl: chrono::Duration,
+    ) -> Result<Lease> {
+        let l = lease.clone();
+        self.write(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE leases SET expires_at = ?4 WHERE name = ?1 AND owner = ?2 AND epoch = ?3",
+                    params![l.name, l.owner, l.epoch, micros(now + ttl)],
+                )
+                .map_err(map_err)?;
+            if n == 0 {
+                return Err(Error::Fenced {
+                    name: l.name,
+                    epoch: l.epoch,
+                });
+            }
+            Ok(Lease {
+                expires_at: now + ttl,
+                ..l
+            })
+        })
+        .await
+    }
+
+    async fn release_lease(&self, lease: &Lease) -> Result<()> {
+        let l = lease.clone();
+        self.write(move |c| {
+            c.execute(
+                "UPDATE leases SET expires_at = 0 WHERE name = ?1 AND owner = ?2 AND epoch = ?3",
+                params![l.name, l.owner, l.epoch],
+            )
+            .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn save_lease_state(&self, lease: &Lease, state: serde_json::Value) -> Result<()> {
+        let l = lease.clone();
+        self.write(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE leases SET state = ?4 WHERE name = ?1 AND owner = ?2 AND epoch = ?3",
+                    params![l.name, l.owner, l.epoch, state.to_string()],
+                )
+                .map_err(map_err)?;
+            if n == 0 {
+                return Err(Error::Fenced {
+                    name: l.name,
+                    epoch: l.epoch,
+                });
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn lease_state(&self, name: &str) -> Result<Option<serde_json::Value>> {
+        let name = name.to_string();
+        self.read(move |c| {
+            let s: Option<Option<String>> = c
+                .query_row("SELECT state FROM leases WHERE name = ?1", [name], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(map_err)?;
+            s.flatten().map(|s| decode_json(&s)).transpose()
+        })
+        .await
+    }
+
+    async fn list_leases(&self) -> Result<Vec<Lease>> {
+        self.read(|c| {
+            let mut s = c
+                .prepare("SELECT name, owner, epoch, expires_at FROM leases ORDER BY name")
+                .map_err(map_err)?;
+            let rows = s
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .map_err(map_err)?;
+            rows.map(|r| lease_record(r.map_err(map_err)?)).collect()
+        })
+        .await
+    }
+
+    async fn create_job(&self, job: NewJob) -> Result<JobRecord> {
+        self.write(move |c| {
+            let row = c
+                .query_row(
+                    &format!(
+                        "INSERT INTO jobs (kind, params, state, created_by, created_at) VALUES (?1, ?2, 'queued', ?3, ?4) RETURNING {JOB_COLS}"
+                    ),
+                    params![job.kind, job.params.to_string(), job.created_by, micros(job.created_at)],
+                    job_row,
+                )
+                .map_err(map_err)?;
+            job_record(row)
+        })
+        .await
+    }
+
+    async fn get_job(&self, id: i64) -> Result<Option<JobRecord>> {
+        self.read(move |c| {
+            c.query_row(
+                &format!("SELECT {JOB_COLS} FROM jobs WHERE id = ?1"),
+                [id],
+                job_row,
+            )
+            .optional()
+            .map_err(map_err)?
+            .map(job_record)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn list_jobs(&self, limit: usize) -> Result<Vec<JobRecord>> {
+        let limit = limit.clamp(1, 1000) as i64;
+        self.read(move |c| {
+            let mut s = c
+                .prepare(&format!(
+                    "SELECT {JOB_COLS} FROM jobs ORDER BY id DESC LIMIT ?1"
+                ))
+                .map_err(map_err)?;
+            let rows = s.query_map([limit], job_row).map_err(map_err)?;
+            rows.map(|r| job_record(r.map_err(map_err)?)).collect()
+        })
+        .await
+    }
+
+    async fn claim_job(&self, node: &str, now: DateTime<Utc>) -> Result<Option<JobRecord>> {
+        let node = node.to_string();
+        self.write(move |c| {
+            c.query_row(
+                &format!(
+                    "UPDATE jobs SET state = 'running', owner = ?1, started_at = ?2
+                     WHERE id = (SELECT id FROM jobs WHERE state = 'queued' ORDER BY id LIMIT 1)
+                     RETURNING {JOB_COLS}"
+                ),
+                params![node, micros(now)],
+                job_row,
+            )
+            .optional()
+            .map_err(map_err)?
+            .map(job_record)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn update_job_progress(&self, id: i64, done: i64, total: Option<i64>) -> Result<()> {
+        self.write(move |c| {
+            c.execute(
+                "UPDATE jobs SET done = ?2, total = COALESCE(?3, total) WHERE id = ?1",
+                params![id, done, total],
+            )
+            .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn finish_job(
+        &self,
+        id: i64,
+        state: JobState,
+        message: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        self.write(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE jobs SET state = ?2, message = ?3, finished_at = ?4 WHERE id = ?1",
+                    params![id, state.as_str(), message, micros(now)],
+                )
+                .map_err(map_err)?;
+            if n == 0 {
+                return Err(Error::NotFound(format!("job {id}")));
+            }
+            Ok(())
+        })
+        .await
+    }
+}

@@ -1,0 +1,39 @@
+//! Conversions shared by both backends: times as integer microseconds (UTC), events as their
+//! JSON envelope.
+
+use crate::{Error, Result};
+use chrono::{DateTime, Utc};
+use switchyard_core::CloudEvent;
+
+pub fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+pub fn from_micros(us: i64) -> Result<DateTime<Utc>> {
+    DateTime::from_timestamp_micros(us)
+        .ok_or_else(|| Error::Corrupt(format!("timestamp {us} out of range")))
+}
+
+pub fn opt_from_micros(us: Option<i64>) -> Result<Option<DateTime<Utc>>> {
+    us.map(from_micros).transpose()
+}
+
+pub fn envelope(event: &CloudEvent) -> String {
+    event.to_json().to_string()
+}
+
+pub fn decode_envelope(text: &str) -> Result<CloudEvent> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| Error::Corrupt(format!("event envelope: {e}")))?;
+    CloudEvent::from_json(value)
+        .map(|p| p.event)
+        .map_err(|v| Error::Corrupt(format!("stored event no longer valid: {v:?}")))
+}
+
+pub fn decode_json(text: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(text).map_err(|e| Error::Corrupt(format!("stored JSON: {e}")))
+}
+
+pub fn parse_role(s: &str) -> Result<switchyard_core::token::Role> {
+    s.parse().map_err(Error::Corrupt)
+}
