@@ -1,1 +1,223 @@
+//! Switchyard's HTTP surface: CloudEvents ingest, the `/v1` API, health, readiness and
+//! Prometheus metrics, with one error shape (RFC 9457) for all of it.
+//!
+//! This crate owns no state of its own beyond caches: everything durable goes through the
+//! store, and the binary decides what runs (it builds an [`AppState`] and calls [`serve`]).
 
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod ingest;
+pub mod node;
+
+use crate::error::{ApiError, Problem};
+use axum::Router;
+use axum::extract::{MatchedPath, Path, Request, State};
+use axum::http::{HeaderMap, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use switchyard_core::SharedClock;
+use switchyard_core::token::Permission;
+use switchyard_store::SharedStore;
+use tokio_util::sync::CancellationToken;
+
+pub use auth::Caller;
+
+/// Request limits on ingest.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub allowed_origins: Vec<String>,
+}
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: SharedStore,
+    pub clock: SharedClock,
+    pub tokens: Arc<auth::TokenCache>,
+    pub limits: Arc<Limits>,
+    pub node_id: Arc<str>,
+    pub metrics: PrometheusHandle,
+}
+
+impl AppState {
+    pub fn new(store: SharedStore, clock: SharedClock, limits: Limits, node_id: &str) -> Self {
+        Self {
+            store,
+            clock,
+            tokens: Arc::new(auth::TokenCache::default()),
+            limits: Arc::new(limits),
+            node_id: Arc::from(node_id),
+            metrics: metrics_handle(),
+        }
+    }
+
+    pub async fn authorize(
+        &self,
+        headers: &HeaderMap,
+        need: Permission,
+    ) -> Result<Caller, ApiError> {
+        auth::authorize(&self.tokens, &self.store, headers, need).await
+    }
+}
+
+/// The process-wide Prometheus recorder, installed on first use.
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let latency = [
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ];
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("switchyard_store_writer_batch_size".into()),
+                    &[
+                        1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+                    ],
+                )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency)
+                })
+                .expect("bucket lists are non-empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Fails only if another recorder is installed (e.g. by an embedding test).
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+async fn track_requests(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().as_str().to_owned();
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    metrics::counter!("switchyard_http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
+        .increment(1);
+    metrics::histogram!("switchyard_http_request_duration_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    resp
+}
+
+async fn healthz() -> Response {
+    axum::Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match tokio::time::timeout(Duration::from_secs(2), state.store.check_writable()).await {
+        Ok(Ok(())) => {
+            axum::Json(serde_json::json!({"status": "ready", "backend": state.store.backend()}))
+                .into_response()
+        }
+        Ok(Err(e)) => ApiError::from(e).into_response(),
+        Err(_) => ApiError::new(
+            Problem::StoreUnavailable,
+            "the store did not commit a probe write within 2 s",
+        )
+        .into_response(),
+    }
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// `GET /problems/{code}`: what a problem `type` means, so the URI in every error body
+/// resolves to an explanation.
+async fn problem_doc(Path(code): Path<String>) -> Response {
+    match Problem::from_code(&code) {
+        Some(p) => (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!(
+                "{code}\nHTTP {}\n{}\nSee docs/http-api.md for when Switchyard answers it and what to do.\n",
+                p.status(),
+                p.title()
+            ),
+        )
+            .into_response(),
+        None => ApiError::new(Problem::NotFound, format!("no problem type \"{code}\"")).into_response(),
+    }
+}
+
+async fn not_found(req: Request) -> Response {
+    ApiError::new(
+        Problem::NotFound,
+        format!("no route for {} {}", req.method(), req.uri().path()),
+    )
+    .into_response()
+}
+
+async fn method_not_allowed(req: Request) -> Response {
+    ApiError::new(
+        Problem::MethodNotAllowed,
+        format!("{} is not allowed on {}", req.method(), req.uri().path()),
+    )
+    .into_response()
+}
+
+/// Every route of the server.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/v1/events",
+            axum::routing::post(ingest::post_events)
+                .options(ingest::options_events)
+                .get(api::list_events),
+        )
+        .route("/v1/events/{seq}", get(api::get_event))
+        .route("/v1/tokens", get(api::list_tokens).post(api::create_token))
+        .route("/v1/tokens/{id}", axum::routing::delete(api::revoke_token))
+        .route("/v1/jobs", get(api::list_jobs))
+        .route("/v1/jobs/{id}", get(api::get_job))
+        .route("/v1/audit", get(api::list_audit))
+        .route("/v1/cluster", get(api::cluster))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .route("/problems/{code}", get(problem_doc))
+        .route_layer(middleware::from_fn(track_requests))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+/// Serves until `cancel` fires, then stops accepting and lets in-flight requests finish
+/// (at most `grace`). Returns once no request is running.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    cancel: CancellationToken,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let app = router(state);
+    let stop = cancel.clone();
+    let server =
+        axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
+    let mut server = std::pin::pin!(server.into_future());
+    tokio::select! {
+        r = &mut server => r,
+        _ = async { cancel.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(grace_seconds = grace.as_secs(), "in-flight requests did not finish in time; closing them");
+            Ok(())
+        }
+    }
+}

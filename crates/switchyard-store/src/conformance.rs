@@ -165,6 +165,25 @@ pub async fn read_log_pages_in_order_with_filters(store: SharedStore) {
     }
     let expected: Vec<String> = (0..25).map(|i| format!("e{i}")).collect();
     assert_eq!(ids, expected);
+    assert_eq!(
+        store.log_head().await.unwrap(),
+        after,
+        "the head is the last event"
+    );
+    store
+        .append_events(vec![event("/shop", "late", "order.created")])
+        .await
+        .unwrap();
+    let tail = store
+        .read_log(after, 10, &EventFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        tail.events.len(),
+        1,
+        "a tail from the head sees only what came later"
+    );
+    assert_eq!(tail.events[0].event.id, "late");
 
     let f = EventFilter {
         ty: Some("picking.done".into()),
@@ -185,6 +204,7 @@ pub async fn read_log_pages_in_order_with_filters(store: SharedStore) {
     };
     let page = store.read_log(LogPosition::START, 100, &f).await.unwrap();
     assert_eq!(page.events.len(), 1);
+    assert_eq!(page.events[0].event.id, "e7");
     let f = EventFilter {
         source: Some("/other".into()),
         ..Default::default()
@@ -391,6 +411,7 @@ pub async fn audit_is_append_only_and_paged(store: SharedStore) {
 }
 
 pub async fn meta_is_overwritten(store: SharedStore) {
+    assert_eq!(store.log_head().await.unwrap(), LogPosition::START);
     assert_eq!(store.get_meta("clock.origin").await.unwrap(), None);
     store.set_meta("clock.origin", "a").await.unwrap();
     store.set_meta("clock.origin", "b").await.unwrap();

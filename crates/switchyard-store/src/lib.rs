@@ -306,6 +306,10 @@ pub trait Store: Send + Sync + 'static {
 
     async fn count_events(&self) -> Result<i64>;
 
+    /// The position of the newest event a reader can see now (`START` if none): reading
+    /// after it returns only events committed later (`events tail`).
+    async fn log_head(&self) -> Result<LogPosition>;
+
     /// Test seam for the commit-order proof: inserts like `append_events`, signals
     /// `inserted`, then holds the transaction open until `release` fires, then commits.
     #[doc(hidden)]

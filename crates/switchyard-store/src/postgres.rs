@@ -515,6 +515,22 @@ impl Store for PgStore {
             .get(0))
     }
 
+    async fn log_head(&self) -> Result<LogPosition> {
+        let c = self.client().await?;
+        Ok(c.query_opt(
+            "SELECT tx, seq FROM events
+             WHERE tx < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+             ORDER BY tx DESC, seq DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .map_err(map_err)?
+        .map_or(LogPosition::START, |r| LogPosition {
+            tx: r.get(0),
+            seq: r.get(1),
+        }))
+    }
+
     async fn create_token(&self, token: NewToken, actor: &str) -> Result<TokenRecord> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(map_err)?;

@@ -685,6 +685,25 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn log_head(&self) -> Result<LogPosition> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT tx, seq FROM events ORDER BY tx DESC, seq DESC LIMIT 1",
+                [],
+                |r| {
+                    Ok(LogPosition {
+                        tx: r.get(0)?,
+                        seq: r.get(1)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(map_err)
+            .map(|p| p.unwrap_or(LogPosition::START))
+        })
+        .await
+    }
+
     async fn create_token(&self, token: NewToken, actor: &str) -> Result<TokenRecord> {
         let actor = actor.to_string();
         self.write(move |c| {

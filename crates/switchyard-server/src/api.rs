@@ -1,0 +1,249 @@
+//! The read and operator routes of `/v1` (events, tokens, jobs, cluster): thin handlers that
+//! authorize, call the store, and shape JSON. Nothing here decides business behaviour.
+
+use crate::AppState;
+use crate::error::{ApiError, FieldError, Problem};
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use switchyard_core::token::{Permission, Role, check_token_name, generate_token, hash_token};
+use switchyard_store::{EventFilter, LogPosition, NewToken, StoredEvent};
+
+pub type ApiResult = Result<Response, ApiError>;
+
+fn bad_param(field: &str, detail: impl Into<String>) -> ApiError {
+    let detail = detail.into();
+    ApiError::new(Problem::Invalid, format!("{field}: {detail}")).with_errors(vec![FieldError {
+        index: None,
+        field: field.into(),
+        pointer: None,
+        header: None,
+        detail,
+    }])
+}
+
+/// The API shape of a stored event: where it is in the log and the event itself in the
+/// CloudEvents JSON format. Payload rendering lives here only, so masking can be applied in
+/// one place later.
+pub fn event_json(e: &StoredEvent) -> Value {
+    json!({
+        "seq": e.seq,
+        "position": e.position,
+        "received_at": e.received_at,
+        "event": e.event.to_json(),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    pub after: Option<String>,
+    pub limit: Option<usize>,
+    pub source: Option<String>,
+    #[serde(rename = "type")]
+    pub ty: Option<String>,
+    pub subject: Option<String>,
+    /// With `source`: the one event with this CloudEvents id.
+    pub id: Option<String>,
+}
+
+/// `GET /v1/events`: the log in commit order, from a cursor.
+pub async fn list_events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<EventsQuery>,
+) -> ApiResult {
+    state.authorize(&headers, Permission::Read).await?;
+    if let Some(id) = &q.id {
+        let source = q
+            .source
+            .as_deref()
+            .ok_or_else(|| bad_param("source", "required together with id"))?;
+        let found = state.store.find_event(source, id).await?;
+        let events: Vec<Value> = found.iter().map(event_json).collect();
+        return Ok(Json(json!({"events": events, "next": null})).into_response());
+    }
+    let after = match q.after.as_deref() {
+        Some("latest") => {
+            let head = state.store.log_head().await?;
+            return Ok(Json(json!({"events": [], "next": head})).into_response());
+        }
+        Some(a) => a
+            .parse::<LogPosition>()
+            .map_err(|e| bad_param("after", e))?,
+        None => LogPosition::START,
+    };
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(bad_param("limit", "must be between 1 and 1000"));
+    }
+    let filter = EventFilter {
+        source: q.source,
+        ty: q.ty,
+        subject: q.subject,
+    };
+    let page = state.store.read_log(after, limit, &filter).await?;
+    let events: Vec<Value> = page.events.iter().map(event_json).collect();
+    Ok(Json(json!({"events": events, "next": page.next})).into_response())
+}
+
+/// `GET /v1/events/{seq}`
+pub async fn get_event(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(seq): Path<String>,
+) -> ApiResult {
+    state.authorize(&headers, Permission::Read).await?;
+    let seq: i64 = seq
+        .parse()
+        .map_err(|_| bad_param("seq", "must be an integer"))?;
+    match state.store.get_event(seq).await? {
+        Some(e) => Ok(Json(event_json(&e)).into_response()),
+        None => Err(ApiError::new(
+            Problem::NotFound,
+            format!("no event with seq {seq}"),
+        )),
+    }
+}
+
+/// `GET /v1/tokens` (admin): every token, never a secret or hash.
+pub async fn list_tokens(State(state): State<AppState>, headers: HeaderMap) -> ApiResult {
+    state.authorize(&headers, Permission::Administer).await?;
+    let tokens = state.store.list_tokens().await?;
+    Ok(Json(json!({ "tokens": tokens })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    pub name: String,
+    pub role: String,
+}
+
+/// `POST /v1/tokens` (admin): the clear token is in this response only.
+pub async fn create_token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let caller = state.authorize(&headers, Permission::Administer).await?;
+    let req: CreateToken = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            Problem::Malformed,
+            format!("expected {{\"name\": …, \"role\": …}}: {e}"),
+        )
+    })?;
+    check_token_name(&req.name).map_err(|e| bad_param("name", e))?;
+    let role: Role = req.role.parse().map_err(|e: String| bad_param("role", e))?;
+    let secret = generate_token();
+    let rec = state
+        .store
+        .create_token(
+            NewToken {
+                name: req.name,
+                role,
+                hash: hash_token(&secret),
+                created_at: state.clock.now(),
+            },
+            &caller.name,
+        )
+        .await?;
+    tracing::info!(token_id = rec.id, name = %rec.name, role = %rec.role, actor = %caller.name, "token created");
+    let mut body = serde_json::to_value(&rec).unwrap_or_default();
+    body["token"] = secret.into();
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// `DELETE /v1/tokens/{id}` (admin)
+pub async fn revoke_token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let caller = state.authorize(&headers, Permission::Administer).await?;
+    let id: i64 = id
+        .parse()
+        .map_err(|_| bad_param("id", "must be an integer"))?;
+    let rec = state
+        .store
+        .revoke_token(id, &caller.name, state.clock.now())
+        .await?;
+    state.tokens.forget(id);
+    tracing::info!(token_id = id, name = %rec.name, actor = %caller.name, "token revoked");
+    Ok(Json(rec).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    pub limit: Option<usize>,
+    pub after: Option<i64>,
+}
+
+/// `GET /v1/jobs`: newest first.
+pub async fn list_jobs(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> ApiResult {
+    state.authorize(&headers, Permission::Read).await?;
+    let jobs = state.store.list_jobs(q.limit.unwrap_or(50)).await?;
+    Ok(Json(json!({ "jobs": jobs })).into_response())
+}
+
+/// `GET /v1/jobs/{id}`: state and progress of one job.
+pub async fn get_job(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult {
+    state.authorize(&headers, Permission::Read).await?;
+    let id: i64 = id
+        .parse()
+        .map_err(|_| bad_param("id", "must be an integer"))?;
+    match state.store.get_job(id).await? {
+        Some(j) => Ok(Json(j).into_response()),
+        None => Err(ApiError::new(Problem::NotFound, format!("no job {id}"))),
+    }
+}
+
+/// `GET /v1/audit` (admin): who did what, oldest first, from `after`.
+pub async fn list_audit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> ApiResult {
+    state.authorize(&headers, Permission::Administer).await?;
+    let records = state
+        .store
+        .list_audit(q.after.unwrap_or(0), q.limit.unwrap_or(100))
+        .await?;
+    Ok(Json(json!({ "audit": records })).into_response())
+}
+
+/// `GET /v1/cluster`: the nodes sharing this store and who holds which singleton lease.
+pub async fn cluster(State(state): State<AppState>, headers: HeaderMap) -> ApiResult {
+    state.authorize(&headers, Permission::Read).await?;
+    let now = state.clock.real_now();
+    let nodes: Vec<Value> = state
+        .store
+        .list_nodes()
+        .await?
+        .into_iter()
+        .map(|n| {
+            let live = (now - n.heartbeat_at) < crate::node::LIVE_WITHIN;
+            let mut v = serde_json::to_value(&n).unwrap_or_default();
+            v["live"] = live.into();
+            v
+        })
+        .collect();
+    let leases = state.store.list_leases().await?;
+    Ok(Json(json!({
+        "this_node": &*state.node_id,
+        "backend": state.store.backend(),
+        "nodes": nodes,
+        "leases": leases,
+    }))
+    .into_response())
+}

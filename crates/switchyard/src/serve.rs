@@ -1,0 +1,175 @@
+//! `switchyard serve`: opens the store, builds the clock, starts every service on one
+//! `TaskTracker`, and shuts them down in order on SIGTERM/SIGINT: stop accepting, finish
+//! in-flight requests, stop background services, flush the store's writer, exit 0.
+
+use crate::{ServeArgs, redact_url, store_options};
+use anyhow::Context;
+use std::sync::Arc;
+use std::time::Duration;
+use switchyard_core::{Clock, Config, ScaledClock, ScaledOrigin, SharedClock, SystemClock};
+use switchyard_server::{AppState, Limits, node::Heartbeat};
+use switchyard_store::SharedStore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+const CLOCK_ORIGIN_KEY: &str = "clock.origin";
+
+/// The business clock: real time, or a scaled clock whose origin is kept in the store so a
+/// restart continues the same simulated day.
+pub async fn business_clock(store: &SharedStore, scale: f64) -> anyhow::Result<SharedClock> {
+    if scale == 1.0 {
+        return Ok(Arc::new(SystemClock));
+    }
+    let previous = match store.get_meta(CLOCK_ORIGIN_KEY).await? {
+        Some(text) => serde_json::from_str::<ScaledOrigin>(&text).ok(),
+        None => None,
+    };
+    let origin = ScaledOrigin::resume(previous, scale, SystemClock.now());
+    store
+        .set_meta(CLOCK_ORIGIN_KEY, &serde_json::to_string(&origin)?)
+        .await?;
+    tracing::info!(
+        scale,
+        business_now = %ScaledClock::new(origin).now(),
+        resumed = previous.is_some(),
+        "business time is scaled"
+    );
+    Ok(Arc::new(ScaledClock::new(origin)))
+}
+
+pub fn node_id(config: &Config) -> String {
+    if let Some(id) = &config.node.id {
+        return id.clone();
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".into());
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..6];
+    format!("{host}-{suffix}")
+}
+
+/// A cancellation token fired by SIGTERM or SIGINT.
+pub fn shutdown_signal() -> CancellationToken {
+    let cancel = CancellationToken::new();
+    let c = cancel.clone();
+    tokio::spawn(async move {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term => {},
+        }
+        tracing::info!("shutdown requested");
+        c.cancel();
+    });
+    cancel
+}
+
+/// A running server: its address, and how to stop it.
+pub struct Running {
+    pub addr: std::net::SocketAddr,
+    pub state: AppState,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    store: SharedStore,
+}
+
+impl Running {
+    /// Waits until `cancel` fires and every service has stopped; flushes the store.
+    pub async fn wait(self) {
+        self.cancel.cancelled().await;
+        self.tracker.close();
+        self.tracker.wait().await;
+        self.store.close().await;
+        tracing::info!("stopped; the store is flushed");
+    }
+}
+
+/// Opens everything and starts serving; returns at once with a handle.
+pub async fn start(
+    config: &Config,
+    args: &ServeArgs,
+    cancel: CancellationToken,
+) -> anyhow::Result<Running> {
+    let url = &config.store.url;
+    let store = switchyard_store::open(url, &store_options(config)?)
+        .await
+        .with_context(|| format!("opening the store {}", redact_url(url)))?;
+    let scale = args.time_scale.unwrap_or(config.clock.scale);
+    anyhow::ensure!(
+        scale.is_finite() && scale > 0.0,
+        "--time-scale must be a positive number"
+    );
+    let clock = business_clock(&store, scale).await?;
+    let listen = args.listen.unwrap_or(config.server.listen);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    let node = node_id(config);
+    let state = AppState::new(
+        store.clone(),
+        clock.clone(),
+        Limits {
+            max_body_bytes: config.ingest.max_body_bytes,
+            allowed_origins: config.ingest.allowed_origins.clone(),
+        },
+        &node,
+    );
+
+    let heartbeat = Heartbeat {
+        store: store.clone(),
+        clock: clock.clone(),
+        node_id: node.clone(),
+        info: serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "listen": addr.to_string(),
+            "pid": std::process::id(),
+        }),
+    };
+    heartbeat.beat().await.context("registering this node")?;
+
+    let tracker = TaskTracker::new();
+    tracker.spawn(heartbeat.run(cancel.clone()));
+    let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
+    let http_state = state.clone();
+    let http_cancel = cancel.clone();
+    tracker.spawn(async move {
+        if let Err(e) =
+            switchyard_server::serve(listener, http_state, http_cancel.clone(), grace).await
+        {
+            tracing::error!(error = %e, "HTTP server failed");
+            http_cancel.cancel();
+        }
+    });
+    tracing::info!(%addr, node = %node, store = %redact_url(url), "switchyard is serving");
+    Ok(Running {
+        addr,
+        state,
+        cancel,
+        tracker,
+        store,
+    })
+}
+
+pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
+    let cancel = shutdown_signal();
+    let running = start(&config, &args, cancel).await?;
+    println!("switchyard listening on http://{}", running.addr);
+    if running.state.store.list_tokens().await?.is_empty() {
+        tracing::warn!(
+            "no API tokens exist yet; create the first with `switchyard token create --role admin --name admin`"
+        );
+    }
+    running.wait().await;
+    Ok(())
+}
