@@ -431,7 +431,8 @@ impl Default for StoreOptions {
 }
 
 /// Opens the store a URL names and applies pending migrations.
-/// `sqlite://PATH` (relative or absolute; `sqlite:///abs/path` also works) or
+/// `sqlite://PATH` (relative or absolute; `sqlite:///abs/path` also works; an optional
+/// `?max_size_mib=N` caps the file, after which writes fail as if the disk were full) or
 /// `postgres://…` (an optional `schema=NAME` query parameter selects a schema).
 pub async fn open(url: &str, opts: &StoreOptions) -> Result<SharedStore> {
     if let Some(path) = url
@@ -441,7 +442,9 @@ pub async fn open(url: &str, opts: &StoreOptions) -> Result<SharedStore> {
         if path.is_empty() {
             return Err(Error::Url("sqlite URL has no path".into()));
         }
-        let store = sqlite::SqliteStore::open(std::path::Path::new(path), opts).await?;
+        let (path, max_size_mib) = sqlite::split_params(path)?;
+        let store =
+            sqlite::SqliteStore::open(std::path::Path::new(path), max_size_mib, opts).await?;
         Ok(Arc::new(store))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let store = postgres::PgStore::open(url, opts).await?;

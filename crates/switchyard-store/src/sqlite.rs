@@ -124,8 +124,33 @@ fn set_pragmas(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch("PRAGMA foreign_keys = ON;")
 }
 
+/// Splits our `max_size_mib=N` parameter off a SQLite path.
+pub fn split_params(path: &str) -> Result<(&str, Option<u64>)> {
+    let Some((path, query)) = path.split_once('?') else {
+        return Ok((path, None));
+    };
+    let mut max = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("max_size_mib", v)) => {
+                max = Some(v.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    Error::Url(format!(
+                        "max_size_mib must be a positive integer, not \"{v}\""
+                    ))
+                })?)
+            }
+            _ => {
+                return Err(Error::Url(format!(
+                    "unknown SQLite URL parameter \"{pair}\" (known: max_size_mib)"
+                )));
+            }
+        }
+    }
+    Ok((path, max))
+}
+
 /// Opens the file read-write, sets WAL and FULL sync, and applies migrations.
-pub fn open_writer_connection(path: &Path) -> Result<Connection> {
+pub fn open_writer_connection(path: &Path, max_size_mib: Option<u64>) -> Result<Connection> {
     let conn = Connection::open(path).map_err(map_err)?;
     set_pragmas(&conn).map_err(map_err)?;
     let mode: String = conn
@@ -142,6 +167,20 @@ pub fn open_writer_connection(path: &Path) -> Result<Connection> {
     )
     .map_err(map_err)?;
     migrate(&conn)?;
+    if let Some(mib) = max_size_mib {
+        let page: u64 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0))
+            .map_err(map_err)? as u64;
+        conn.query_row(
+            &format!(
+                "PRAGMA max_page_count = {}",
+                (mib * 1024 * 1024 / page).max(1)
+            ),
+            [],
+            |_| Ok(()),
+        )
+        .map_err(map_err)?;
+    }
     Ok(conn)
 }
 
@@ -183,7 +222,7 @@ fn migrate(conn: &Connection) -> Result<()> {
 }
 
 impl SqliteStore {
-    pub async fn open(path: &Path, opts: &StoreOptions) -> Result<Self> {
+    pub async fn open(path: &Path, max_size_mib: Option<u64>, opts: &StoreOptions) -> Result<Self> {
         let path = path.to_path_buf();
         if let Some(dir) = path.parent()
             && !dir.as_os_str().is_empty()
@@ -195,7 +234,7 @@ impl SqliteStore {
             )));
         }
         let p = path.clone();
-        let conn = tokio::task::spawn_blocking(move || open_writer_connection(&p))
+        let conn = tokio::task::spawn_blocking(move || open_writer_connection(&p, max_size_mib))
             .await
             .map_err(|e| Error::Unavailable(e.to_string()))??;
 
