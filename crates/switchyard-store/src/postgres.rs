@@ -15,7 +15,7 @@ use crate::util::*;
 use crate::*;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::collections::HashMap;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
@@ -92,10 +92,71 @@ const MIGRATION_LOCK: i64 = 0x5357_5944_4d49_4752; // "SWYDMIGR"
 
 pub struct PgStore {
     pool: Pool,
-    /// Bounds appends waiting for a connection; beyond it ingest answers 429.
-    append_permits: std::sync::Arc<Semaphore>,
-    append_capacity: u32,
+    /// Appends waiting for a group commit; when full, ingest answers 429.
+    appends: std::sync::Mutex<Option<mpsc::Sender<AppendRequest>>>,
+    appenders: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     closed: std::sync::atomic::AtomicBool,
+}
+
+/// Appenders committing groups concurrently: while one commits, the next collects.
+const APPENDERS: usize = 2;
+/// Most requests one group commit takes.
+const MAX_GROUP: usize = 512;
+
+struct AppendRequest {
+    events: Vec<NewEvent>,
+    reply: oneshot::Sender<Result<Vec<Appended>>>,
+}
+
+/// Takes every waiting append request, commits them in one transaction, answers each.
+/// If a group fails, each request is retried alone, so one bad request cannot fail others.
+async fn appender(
+    pool: Pool,
+    rx: std::sync::Arc<tokio::sync::Mutex<mpsc::Receiver<AppendRequest>>>,
+) {
+    loop {
+        let mut group = Vec::new();
+        {
+            let mut rx = rx.lock().await;
+            match rx.recv().await {
+                Some(r) => group.push(r),
+                None => return,
+            }
+            while group.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(r) => group.push(r),
+                    Err(_) => break,
+                }
+            }
+            metrics::gauge!("switchyard_store_writer_queue_depth").set(rx.len() as f64);
+        }
+        metrics::histogram!("switchyard_store_writer_batch_size").record(group.len() as f64);
+        let started = std::time::Instant::now();
+        let events: Vec<&NewEvent> = group.iter().flat_map(|r| r.events.iter()).collect();
+        let result = append_tx(&pool, &events, None).await;
+        metrics::histogram!("switchyard_store_commit_seconds")
+            .record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(mut out) => {
+                for r in group {
+                    let rest = out.split_off(r.events.len());
+                    let _ = r.reply.send(Ok(out));
+                    out = rest;
+                }
+            }
+            Err(e) if group.len() == 1 => {
+                let r = group.pop().expect("one request");
+                let _ = r.reply.send(Err(e));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, requests = group.len(), "group commit failed; retrying each request alone");
+                for r in group {
+                    let refs: Vec<&NewEvent> = r.events.iter().collect();
+                    let _ = r.reply.send(append_tx(&pool, &refs, None).await);
+                }
+            }
+        }
+    }
 }
 
 fn map_err(e: tokio_postgres::Error) -> Error {
@@ -179,11 +240,18 @@ impl PgStore {
             .map_err(|e| Error::Unavailable(e.to_string()))?;
         let store = PgStore {
             pool,
-            append_permits: std::sync::Arc::new(Semaphore::new(opts.writer_queue.max(1))),
-            append_capacity: opts.writer_queue.max(1) as u32,
+            appends: std::sync::Mutex::new(None),
+            appenders: std::sync::Mutex::new(Vec::new()),
             closed: std::sync::atomic::AtomicBool::new(false),
         };
         store.migrate().await?;
+        let (tx, rx) = mpsc::channel(opts.writer_queue.max(1));
+        let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
+        let handles = (0..APPENDERS)
+            .map(|_| tokio::spawn(appender(store.pool.clone(), rx.clone())))
+            .collect();
+        *store.appends.lock().expect("appends lock") = Some(tx);
+        *store.appenders.lock().expect("appenders lock") = handles;
         Ok(store)
     }
 
@@ -234,31 +302,32 @@ impl PgStore {
         }
         tx.commit().await.map_err(m)
     }
+}
 
-    async fn append(
-        &self,
-        events: Vec<NewEvent>,
-        hold: Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>,
-    ) -> Result<Vec<Appended>> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(map_err)?;
-        let mut sources = Vec::with_capacity(events.len());
-        let mut ids = Vec::with_capacity(events.len());
-        let mut types = Vec::with_capacity(events.len());
-        let mut subjects = Vec::with_capacity(events.len());
-        let mut times = Vec::with_capacity(events.len());
-        let mut received = Vec::with_capacity(events.len());
-        let mut envelopes = Vec::with_capacity(events.len());
-        for e in &events {
-            sources.push(e.event.source.as_str());
-            ids.push(e.event.id.as_str());
-            types.push(e.event.ty.as_str());
-            subjects.push(e.event.subject.as_deref());
-            times.push(e.event.time.as_deref());
-            received.push(micros(e.received_at));
-            envelopes.push(envelope(&e.event));
-        }
-        let stmt = tx
+async fn append_tx(
+    pool: &Pool,
+    events: &[&NewEvent],
+    hold: Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>,
+) -> Result<Vec<Appended>> {
+    let mut client = pool.get().await.map_err(pool_err)?;
+    let tx = client.transaction().await.map_err(map_err)?;
+    let mut sources = Vec::with_capacity(events.len());
+    let mut ids = Vec::with_capacity(events.len());
+    let mut types = Vec::with_capacity(events.len());
+    let mut subjects = Vec::with_capacity(events.len());
+    let mut times = Vec::with_capacity(events.len());
+    let mut received = Vec::with_capacity(events.len());
+    let mut envelopes = Vec::with_capacity(events.len());
+    for e in events {
+        sources.push(e.event.source.as_str());
+        ids.push(e.event.id.as_str());
+        types.push(e.event.ty.as_str());
+        subjects.push(e.event.subject.as_deref());
+        times.push(e.event.time.as_deref());
+        received.push(micros(e.received_at));
+        envelopes.push(envelope(&e.event));
+    }
+    let stmt = tx
             .prepare_cached(
                 "INSERT INTO events (source, event_id, type, subject, time, received_at, envelope)
                  SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[])
@@ -267,11 +336,44 @@ impl PgStore {
             )
             .await
             .map_err(map_err)?;
-        let params: [&(dyn ToSql + Sync); 7] = [
-            &sources, &ids, &types, &subjects, &times, &received, &envelopes,
-        ];
-        let rows = tx.query(&stmt, &params).await.map_err(map_err)?;
-        let mut inserted: HashMap<(String, String), i64> = rows
+    let params: [&(dyn ToSql + Sync); 7] = [
+        &sources, &ids, &types, &subjects, &times, &received, &envelopes,
+    ];
+    let rows = tx.query(&stmt, &params).await.map_err(map_err)?;
+    let mut inserted: HashMap<(String, String), i64> = rows
+        .iter()
+        .map(|r| {
+            (
+                (r.get::<_, String>(1), r.get::<_, String>(2)),
+                r.get::<_, i64>(0),
+            )
+        })
+        .collect();
+    let mut out = Vec::with_capacity(events.len());
+    let mut missing = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        let key = (e.event.source.clone(), e.event.id.clone());
+        match inserted.remove(&key) {
+            Some(seq) => out.push(Some(Appended::Stored { seq })),
+            None => {
+                out.push(None);
+                missing.push(i);
+            }
+        }
+    }
+    if !missing.is_empty() {
+        let ms: Vec<&str> = missing.iter().map(|&i| sources[i]).collect();
+        let mi: Vec<&str> = missing.iter().map(|&i| ids[i]).collect();
+        let rows = tx
+            .query(
+                "SELECT e.seq, e.source, e.event_id FROM events e
+                     JOIN UNNEST($1::text[], $2::text[]) AS k(source, event_id)
+                       ON e.source = k.source AND e.event_id = k.event_id",
+                &[&ms, &mi],
+            )
+            .await
+            .map_err(map_err)?;
+        let existing: HashMap<(String, String), i64> = rows
             .iter()
             .map(|r| {
                 (
@@ -280,57 +382,23 @@ impl PgStore {
                 )
             })
             .collect();
-        let mut out = Vec::with_capacity(events.len());
-        let mut missing = Vec::new();
-        for (i, e) in events.iter().enumerate() {
-            let key = (e.event.source.clone(), e.event.id.clone());
-            match inserted.remove(&key) {
-                Some(seq) => out.push(Some(Appended::Stored { seq })),
-                None => {
-                    out.push(None);
-                    missing.push(i);
-                }
-            }
+        for i in missing {
+            let key = (events[i].event.source.clone(), events[i].event.id.clone());
+            let seq = *existing.get(&key).ok_or_else(|| {
+                Error::Unavailable("duplicate event vanished during insert".into())
+            })?;
+            out[i] = Some(Appended::Duplicate { seq });
         }
-        if !missing.is_empty() {
-            let ms: Vec<&str> = missing.iter().map(|&i| sources[i]).collect();
-            let mi: Vec<&str> = missing.iter().map(|&i| ids[i]).collect();
-            let rows = tx
-                .query(
-                    "SELECT e.seq, e.source, e.event_id FROM events e
-                     JOIN UNNEST($1::text[], $2::text[]) AS k(source, event_id)
-                       ON e.source = k.source AND e.event_id = k.event_id",
-                    &[&ms, &mi],
-                )
-                .await
-                .map_err(map_err)?;
-            let existing: HashMap<(String, String), i64> = rows
-                .iter()
-                .map(|r| {
-                    (
-                        (r.get::<_, String>(1), r.get::<_, String>(2)),
-                        r.get::<_, i64>(0),
-                    )
-                })
-                .collect();
-            for i in missing {
-                let key = (events[i].event.source.clone(), events[i].event.id.clone());
-                let seq = *existing.get(&key).ok_or_else(|| {
-                    Error::Unavailable("duplicate event vanished during insert".into())
-                })?;
-                out[i] = Some(Appended::Duplicate { seq });
-            }
-        }
-        if let Some((inserted_tx, release)) = hold {
-            let _ = inserted_tx.send(());
-            let _ = release.await;
-        }
-        tx.commit().await.map_err(map_err)?;
-        Ok(out
-            .into_iter()
-            .map(|o| o.expect("every event resolved"))
-            .collect())
     }
+    if let Some((inserted_tx, release)) = hold {
+        let _ = inserted_tx.send(());
+        let _ = release.await;
+    }
+    tx.commit().await.map_err(map_err)?;
+    Ok(out
+        .into_iter()
+        .map(|o| o.expect("every event resolved"))
+        .collect())
 }
 
 fn event_from_row(r: &tokio_postgres::Row) -> Result<StoredEvent> {
@@ -415,8 +483,12 @@ impl Store for PgStore {
     async fn close(&self) {
         self.closed
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        // Wait for appends in flight: they hold permits until their commit answers.
-        let _ = self.append_permits.acquire_many(self.append_capacity).await;
+        // Appenders drain what is queued, then stop; only then close the pool.
+        drop(self.appends.lock().expect("appends lock").take());
+        let handles = std::mem::take(&mut *self.appenders.lock().expect("appenders lock"));
+        for h in handles {
+            let _ = h.await;
+        }
         self.pool.close();
     }
 
@@ -424,12 +496,23 @@ impl Store for PgStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let _permit = self
-            .append_permits
+        let sender = self
+            .appends
+            .lock()
+            .expect("appends lock")
             .clone()
-            .try_acquire_owned()
-            .map_err(|_| Error::Saturated)?;
-        self.append(events, None).await
+            .ok_or(Error::Closed)?;
+        let (reply, rx) = oneshot::channel();
+        match sender.try_send(AppendRequest { events, reply }) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => return Err(Error::Saturated),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(Error::Closed),
+        }
+        rx.await.map_err(|_| {
+            Error::Unavailable(
+                "the append was dropped before it committed; nothing was stored".into(),
+            )
+        })?
     }
 
     async fn append_events_held(
@@ -438,7 +521,11 @@ impl Store for PgStore {
         inserted: oneshot::Sender<()>,
         release: oneshot::Receiver<()>,
     ) -> Result<Vec<Appended>> {
-        self.append(events, Some((inserted, release))).await
+        if self.closed.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(Error::Closed);
+        }
+        let refs: Vec<&NewEvent> = events.iter().collect();
+        append_tx(&self.pool, &refs, Some((inserted, release))).await
     }
 
     async fn get_event(&self, seq: i64) -> Result<Option<StoredEvent>> {
