@@ -339,7 +339,17 @@ impl Config {
         }
 
         let describe = |path: &[Seg], message: String| -> ConfigError {
-            if let Some((_, var)) = from_env.iter().find(|(p, _)| path.starts_with(p)) {
+            // The override that set this key, or that created it (e.g. an unknown section
+            // `SWITCHYARD__METRICS__X`, reported at `metrics`, which the file does not have).
+            let var = from_env
+                .iter()
+                .find(|(p, _)| path.starts_with(p))
+                .or_else(|| {
+                    from_env.iter().find(|(p, _)| {
+                        !path.is_empty() && p.starts_with(path) && !in_file(&doc, path)
+                    })
+                });
+            if let Some((_, var)) = var {
                 ConfigError {
                     origin: "environment".into(),
                     line: None,
@@ -354,6 +364,9 @@ impl Config {
         // Deserialise; on an error, record it, remove the offending key and try again, so
         // one run reports every structural problem rather than only the first.
         let mut config = None;
+        // Keys removed after an error; defaults stand in for them, so checks that depend on
+        // them are skipped rather than reporting problems the user did not write.
+        let mut removed: Vec<Vec<Seg>> = Vec::new();
         for _ in 0..64 {
             let rendered = work.to_string();
             let de = match toml::Deserializer::parse(&rendered) {
@@ -370,11 +383,15 @@ impl Config {
                 }
                 Err(e) => {
                     let mut path = to_segs(e.path());
-                    let message = e.inner().message().trim().to_string();
+                    let mut message = e.inner().message().trim().to_string();
                     if let Some(field) = unknown_field(&message)
                         && path.last() != Some(&Seg::Key(field.clone()))
                     {
                         path.push(Seg::Key(field));
+                    }
+                    if SECRET_KEYS.contains(&path_string(&path).as_str()) {
+                        // e.g. "invalid type: integer `123456`": never echo a secret's value.
+                        message = without_quoted_values(&message);
                     }
                     let missing = message.starts_with("missing field");
                     errors.push(describe(&path, message));
@@ -382,12 +399,17 @@ impl Config {
                     if missing || path.is_empty() || !remove_path(&mut work, &path) {
                         break;
                     }
+                    removed.push(path);
                 }
             }
         }
 
         if let Some(c) = &config {
-            for (path, message) in c.validate() {
+            let broken = |key: &str| {
+                let segs: Vec<Seg> = key.split('.').map(|s| Seg::Key(s.to_string())).collect();
+                removed.iter().any(|r| segs.starts_with(r))
+            };
+            for (path, message) in c.validate(&broken) {
                 let segs: Vec<Seg> = path.split('.').map(|s| Seg::Key(s.to_string())).collect();
                 errors.push(describe(&segs, message));
             }
@@ -399,8 +421,10 @@ impl Config {
         }
     }
 
-    /// Semantic checks that types alone cannot express: (dotted key, problem).
-    fn validate(&self) -> Vec<(String, String)> {
+    /// Semantic checks that types alone cannot express: (dotted key, problem). `broken(key)`
+    /// is true for keys whose value was rejected (and replaced by the default), so checks
+    /// across keys do not blame one key for another's default.
+    fn validate(&self, broken: &dyn Fn(&str) -> bool) -> Vec<(String, String)> {
         let mut out = Vec::new();
         let url = &self.store.url;
         if !(url.starts_with("sqlite:")
@@ -409,11 +433,14 @@ impl Config {
         {
             out.push((
                 "store.url".into(),
-                format!("\"{url}\" is neither a sqlite:// nor a postgres:// URL"),
+                format!(
+                    "\"{}\" is neither a sqlite:// nor a postgres:// URL",
+                    redact_url(url)
+                ),
             ));
         }
         if let Some(p) = &self.store.password {
-            if url.starts_with("sqlite:") {
+            if url.starts_with("sqlite:") && !broken("store.url") {
                 out.push((
                     "store.password".into(),
                     "a SQLite store has no password".into(),
@@ -447,6 +474,64 @@ impl Config {
     }
 }
 
+/// Keys holding a [`Secret`]: their values never appear in messages.
+const SECRET_KEYS: &[&str] = &["store.password"];
+
+/// Removes `` `…` `` quoted values from a serde message: "invalid type: integer `123`,
+/// expected a string" becomes "invalid type: integer, expected a string".
+fn without_quoted_values(message: &str) -> String {
+    let mut out = String::new();
+    let mut rest = message;
+    while let Some(i) = rest.find(" `") {
+        let Some(j) = rest[i + 2..].find('`') else {
+            break;
+        };
+        out.push_str(&rest[..i]);
+        rest = &rest[i + 2 + j + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The URL with the password of its user info, if any, replaced by `***`.
+fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let authority_end = url[scheme_end..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| scheme_end + i);
+    let authority = &url[scheme_end..authority_end];
+    match authority.rfind('@') {
+        Some(at) => match authority[..at].find(':') {
+            Some(colon) => format!(
+                "{}{}:***{}",
+                &url[..scheme_end],
+                &authority[..colon],
+                &url[scheme_end + at..]
+            ),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+/// Whether every key of `path` is present in the original document.
+fn in_file(doc: &toml_edit::Document<&str>, path: &[Seg]) -> bool {
+    let mut item = doc.as_item();
+    for seg in path {
+        let found = match seg {
+            Seg::Key(k) => item.get(k.as_str()),
+            Seg::Index(i) => item.get(*i),
+        };
+        match found {
+            Some(i) => item = i,
+            None => return false,
+        }
+    }
+    true
+}
+
 fn unknown_field(message: &str) -> Option<String> {
     let rest = message.strip_prefix("unknown field `")?;
     Some(rest[..rest.find('`')?].to_string())
@@ -467,9 +552,10 @@ fn to_segs(path: &serde_path_to_error::Path) -> Vec<Seg> {
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let col = before
-        .rfind('\n')
-        .map_or(before.len(), |i| before.len() - i - 1)
+    // Columns count characters, as editors do, not bytes.
+    let col = before[before.rfind('\n').map_or(0, |i| i + 1)..]
+        .chars()
+        .count()
         + 1;
     (line, col)
 }
@@ -522,15 +608,20 @@ fn set_path(
 ) -> Result<(), String> {
     let (last, parents) = segs.split_last().ok_or("empty key")?;
     let mut table: &mut toml_edit::Table = doc.as_table_mut();
-    for p in parents {
+    for (i, p) in parents.iter().enumerate() {
         let entry = table
             .entry(p)
             .or_insert_with(|| toml_edit::Item::Table(toml_edit::Table::new()));
+        // `store = { url = "…" }` is a table too; make it a regular one to insert into.
+        if let toml_edit::Item::Value(toml_edit::Value::InlineTable(t)) = entry {
+            *entry = toml_edit::Item::Table(std::mem::take(t).into_table());
+        }
         table = match entry {
             toml_edit::Item::Table(t) => t,
             _ => {
                 return Err(format!(
-                    "`{p}` is not a table, cannot override a key inside it"
+                    "`{}` is not a table, cannot override a key inside it",
+                    segs[..=i].join(".")
                 ));
             }
         };
