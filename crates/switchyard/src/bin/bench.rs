@@ -341,7 +341,7 @@ async fn bench_backend(args: &Args, backend: &str) -> anyhow::Result<()> {
         let r = run_load(&server, 32, Duration::from_secs(3600), "rss", Some(rest)).await?;
         println!(
             "\nresident memory of the server after {} events: {:.1} MiB ({} more events at {:.0}/s to get there)",
-            total + r.events + (args.concurrency.len() as u64) * 0,
+            total + r.events,
             rss_mib(server.child.id()),
             r.events,
             r.events as f64 / r.secs
