@@ -192,6 +192,70 @@ pub async fn list_jobs(
     Ok(Json(json!({ "jobs": jobs })).into_response())
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJob {
+    pub kind: String,
+    #[serde(default)]
+    pub params: Value,
+}
+
+/// `POST /v1/jobs`: queues a server-side job; the role it needs depends on its kind.
+pub async fn create_job(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    // Authenticate before looking at the body; the kind decides the role needed.
+    let caller = state.authorize(&headers, Permission::Read).await?;
+    let req: CreateJob = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            Problem::Malformed,
+            format!("expected {{\"kind\": …, \"params\": {{…}}}}: {e}"),
+        )
+    })?;
+    let kind = crate::jobs::JobKind::parse(&req.kind).ok_or_else(|| {
+        bad_param(
+            "kind",
+            format!("unknown job kind \"{}\" (known: events.purge)", req.kind),
+        )
+    })?;
+    if !caller.role.allows(kind.permission()) {
+        return Err(ApiError::new(
+            Problem::Forbidden,
+            format!(
+                "token \"{}\" has role {}, which may not start {}",
+                caller.name,
+                caller.role,
+                kind.name()
+            ),
+        ));
+    }
+    kind.check(&req.params)?;
+    let now = state.clock.now();
+    let job = state
+        .store
+        .create_job(switchyard_store::NewJob {
+            kind: kind.name().into(),
+            params: req.params.clone(),
+            created_by: caller.name.clone(),
+            created_at: now,
+        })
+        .await?;
+    state
+        .store
+        .append_audit(switchyard_store::NewAudit {
+            at: now,
+            actor: caller.name.clone(),
+            action: "job.create".into(),
+            target: format!("job:{}", job.id),
+            detail: json!({"kind": job.kind, "params": req.params}),
+        })
+        .await?;
+    tracing::info!(job_id = job.id, kind = %job.kind, actor = %caller.name, "job queued");
+    Ok((StatusCode::CREATED, Json(job)).into_response())
+}
+
 /// `GET /v1/jobs/{id}`: state and progress of one job.
 pub async fn get_job(
     State(state): State<AppState>,

@@ -8,6 +8,7 @@ pub mod api;
 pub mod auth;
 pub mod error;
 pub mod ingest;
+pub mod jobs;
 pub mod node;
 
 use crate::error::{ApiError, Problem};
@@ -186,7 +187,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events/{seq}", get(api::get_event))
         .route("/v1/tokens", get(api::list_tokens).post(api::create_token))
         .route("/v1/tokens/{id}", axum::routing::delete(api::revoke_token))
-        .route("/v1/jobs", get(api::list_jobs))
+        .route("/v1/jobs", get(api::list_jobs).post(api::create_job))
         .route("/v1/jobs/{id}", get(api::get_job))
         .route("/v1/audit", get(api::list_audit))
         .route("/v1/cluster", get(api::cluster))

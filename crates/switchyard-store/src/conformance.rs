@@ -28,6 +28,8 @@ macro_rules! store_conformance_suite {
             nodes_heartbeat,
             lease_is_exclusive_and_taken_over_after_expiry,
             jobs_are_claimed_once,
+            orphaned_jobs_are_requeued,
+            events_are_purged_in_batches,
             closed_store_refuses_writes
         );
     };
@@ -44,6 +46,28 @@ macro_rules! store_conformance_suite {
 
 fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 23, 8, 0, 0).unwrap()
+}
+
+/// Reads the log after `after` until at least `n` events are visible. On PostgreSQL a
+/// committed event becomes visible to log readers only once every older writing
+/// transaction on the server has ended, so other tests' open transactions may delay it.
+pub async fn wait_visible(store: &SharedStore, after: LogPosition, n: usize) -> Vec<StoredEvent> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let page = store
+            .read_log(after, 10_000, &EventFilter::default())
+            .await
+            .unwrap();
+        if page.events.len() >= n {
+            return page.events;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of {n} committed events became visible",
+            page.events.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// A valid event with JSON data.
@@ -144,6 +168,7 @@ pub async fn read_log_pages_in_order_with_filters(store: SharedStore) {
             .await
             .unwrap();
     }
+    wait_visible(&store, LogPosition::START, 25).await;
     let mut after = LogPosition::START;
     let mut ids = Vec::new();
     loop {
@@ -252,11 +277,8 @@ pub async fn held_transaction_does_not_let_readers_skip(store: SharedStore) {
     release_tx.send(()).unwrap();
     a.await.unwrap().unwrap();
     b.await.unwrap().unwrap();
-    let page = store
-        .read_log(cursor, 100, &EventFilter::default())
-        .await
-        .unwrap();
-    let ids: Vec<&str> = page.events.iter().map(|e| e.event.id.as_str()).collect();
+    let page = wait_visible(&store, cursor, 2).await;
+    let ids: Vec<&str> = page.iter().map(|e| e.event.id.as_str()).collect();
     assert_eq!(ids, vec!["A", "B"], "both appear after the cursor, A first");
 }
 
@@ -595,6 +617,90 @@ pub async fn jobs_are_claimed_once(store: SharedStore) {
         store.finish_job(12345, JobState::Failed, None, t0()).await,
         Err(Error::NotFound(_))
     ));
+}
+
+pub async fn orphaned_jobs_are_requeued(store: SharedStore) {
+    let job = |i: i64| NewJob {
+        kind: "events.purge".into(),
+        params: serde_json::json!({"i": i}),
+        created_by: "ops".into(),
+        created_at: t0(),
+    };
+    store.create_job(job(1)).await.unwrap();
+    store.create_job(job(2)).await.unwrap();
+    store
+        .heartbeat_node("alive", serde_json::json!({}), t0() + Duration::seconds(60))
+        .await
+        .unwrap();
+    store
+        .heartbeat_node("dead", serde_json::json!({}), t0())
+        .await
+        .unwrap();
+    let a = store.claim_job("alive", t0()).await.unwrap().unwrap();
+    let d = store.claim_job("dead", t0()).await.unwrap().unwrap();
+    let n = store
+        .requeue_orphaned_jobs(t0() + Duration::seconds(30), None)
+        .await
+        .unwrap();
+    assert_eq!(n, 1, "only the dead node's job goes back");
+    let again = store.claim_job("alive", t0()).await.unwrap().unwrap();
+    assert_eq!(again.id, d.id);
+    assert_eq!(
+        store.get_job(a.id).await.unwrap().unwrap().owner.as_deref(),
+        Some("alive")
+    );
+    // "alive" restarts under the same id: both its running jobs go back
+    let n = store
+        .requeue_orphaned_jobs(t0() + Duration::seconds(30), Some("alive"))
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    assert_eq!(
+        store.get_job(a.id).await.unwrap().unwrap().state,
+        JobState::Queued
+    );
+}
+
+pub async fn events_are_purged_in_batches(store: SharedStore) {
+    for i in 0..10 {
+        let mut e = event(
+            if i % 2 == 0 { "/old" } else { "/other" },
+            &format!("p{i}"),
+            "t",
+        );
+        e.received_at = t0() + Duration::minutes(i);
+        store.append_events(vec![e]).await.unwrap();
+    }
+    let cut = t0() + Duration::minutes(6); // events 0..=5 are older
+    assert_eq!(store.count_events_before(cut, None).await.unwrap(), 6);
+    assert_eq!(
+        store.count_events_before(cut, Some("/old")).await.unwrap(),
+        3
+    );
+    assert_eq!(store.purge_events(cut, Some("/old"), 2).await.unwrap(), 2);
+    assert_eq!(store.purge_events(cut, Some("/old"), 2).await.unwrap(), 1);
+    assert_eq!(store.purge_events(cut, Some("/old"), 2).await.unwrap(), 0);
+    assert!(store.find_event("/old", "p0").await.unwrap().is_none());
+    assert!(
+        store.find_event("/old", "p6").await.unwrap().is_some(),
+        "newer kept"
+    );
+    assert!(
+        store.find_event("/other", "p1").await.unwrap().is_some(),
+        "other source kept"
+    );
+    assert_eq!(store.purge_events(cut, None, 100).await.unwrap(), 3);
+    assert_eq!(store.count_events().await.unwrap(), 4);
+    // the log keeps its order and a purged id may be ingested again as a new event
+    let head = store.log_head().await.unwrap();
+    let out = store
+        .append_events(vec![event("/old", "p0", "t")])
+        .await
+        .unwrap();
+    assert!(
+        matches!(out[0], Appended::Stored { seq } if seq > head.seq),
+        "seqs are never reused"
+    );
 }
 
 pub async fn closed_store_refuses_writes(store: SharedStore) {

@@ -306,6 +306,19 @@ pub trait Store: Send + Sync + 'static {
 
     async fn count_events(&self) -> Result<i64>;
 
+    /// Deletes up to `limit` of the oldest events received before `before` (from `source`
+    /// only, if given) and returns how many. Positions of deleted events are never reused.
+    async fn purge_events(
+        &self,
+        before: DateTime<Utc>,
+        source: Option<&str>,
+        limit: usize,
+    ) -> Result<u64>;
+
+    /// How many events `purge_events` would delete in all.
+    async fn count_events_before(&self, before: DateTime<Utc>, source: Option<&str>)
+    -> Result<i64>;
+
     /// The position of the newest event a reader can see now (`START` if none): reading
     /// after it returns only events committed later (`events tail`).
     async fn log_head(&self) -> Result<LogPosition>;
@@ -407,6 +420,15 @@ pub trait Store: Send + Sync + 'static {
         message: Option<String>,
         now: DateTime<Utc>,
     ) -> Result<()>;
+
+    /// Puts `running` jobs back in the queue whose owner has not heartbeaten since
+    /// `live_since` (their node died) or is `restarted` (a node starting again under the
+    /// same id: what it was running died with its previous process); returns how many.
+    async fn requeue_orphaned_jobs(
+        &self,
+        live_since: DateTime<Utc>,
+        restarted: Option<&str>,
+    ) -> Result<u64>;
 }
 
 pub type SharedStore = Arc<dyn Store>;

@@ -37,6 +37,7 @@ CREATE TABLE events (
 );
 CREATE INDEX events_position ON events (tx, seq);
 CREATE INDEX events_type ON events (type, seq);
+CREATE INDEX events_received ON events (received_at);
 CREATE TABLE tokens (
     id BIGSERIAL PRIMARY KEY,
     name TEXT NOT NULL,
@@ -602,6 +603,39 @@ impl Store for PgStore {
             .get(0))
     }
 
+    async fn purge_events(
+        &self,
+        before: DateTime<Utc>,
+        source: Option<&str>,
+        limit: usize,
+    ) -> Result<u64> {
+        let c = self.client().await?;
+        let limit = limit.clamp(1, 100_000) as i64;
+        c.execute(
+            "DELETE FROM events WHERE seq IN (
+                SELECT seq FROM events WHERE received_at < $1 AND ($2::text IS NULL OR source = $2)
+                ORDER BY seq LIMIT $3)",
+            &[&micros(before), &source, &limit],
+        )
+        .await
+        .map_err(map_err)
+    }
+
+    async fn count_events_before(
+        &self,
+        before: DateTime<Utc>,
+        source: Option<&str>,
+    ) -> Result<i64> {
+        let c = self.client().await?;
+        Ok(c.query_one(
+            "SELECT COUNT(*) FROM events WHERE received_at < $1 AND ($2::text IS NULL OR source = $2)",
+            &[&micros(before), &source],
+        )
+        .await
+        .map_err(map_err)?
+        .get(0))
+    }
+
     async fn log_head(&self) -> Result<LogPosition> {
         let c = self.client().await?;
         Ok(c.query_opt(
@@ -978,6 +1012,22 @@ impl Store for PgStore {
             return Err(Error::NotFound(format!("job {id}")));
         }
         Ok(())
+    }
+
+    async fn requeue_orphaned_jobs(
+        &self,
+        live_since: DateTime<Utc>,
+        restarted: Option<&str>,
+    ) -> Result<u64> {
+        let c = self.client().await?;
+        c.execute(
+            "UPDATE jobs SET state = 'queued', owner = NULL, started_at = NULL
+             WHERE state = 'running'
+               AND (owner IS NULL OR owner = $2::text OR owner NOT IN (SELECT id FROM nodes WHERE heartbeat_at >= $1))",
+            &[&micros(live_since), &restarted],
+        )
+        .await
+        .map_err(map_err)
     }
 }
 

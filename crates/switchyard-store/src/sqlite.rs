@@ -41,6 +41,7 @@ CREATE TABLE events (
     UNIQUE (source, event_id)
 );
 CREATE INDEX events_type ON events (type, seq);
+CREATE INDEX events_received ON events (received_at);
 CREATE TABLE tokens (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL,
@@ -724,6 +725,45 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn purge_events(
+        &self,
+        before: DateTime<Utc>,
+        source: Option<&str>,
+        limit: usize,
+    ) -> Result<u64> {
+        let source = source.map(str::to_string);
+        let limit = limit.clamp(1, 100_000) as i64;
+        self.write(move |c| {
+            let n = c
+                .execute(
+                    "DELETE FROM events WHERE seq IN (
+                        SELECT seq FROM events WHERE received_at < ?1 AND (?2 IS NULL OR source = ?2)
+                        ORDER BY seq LIMIT ?3)",
+                    params![micros(before), source, limit],
+                )
+                .map_err(map_err)?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn count_events_before(
+        &self,
+        before: DateTime<Utc>,
+        source: Option<&str>,
+    ) -> Result<i64> {
+        let source = source.map(str::to_string);
+        self.read(move |c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM events WHERE received_at < ?1 AND (?2 IS NULL OR source = ?2)",
+                params![micros(before), source],
+                |r| r.get(0),
+            )
+            .map_err(map_err)
+        })
+        .await
+    }
+
     async fn log_head(&self) -> Result<LogPosition> {
         self.read(|c| {
             c.query_row(
@@ -1165,6 +1205,26 @@ impl Store for SqliteStore {
                 return Err(Error::NotFound(format!("job {id}")));
             }
             Ok(())
+        })
+        .await
+    }
+
+    async fn requeue_orphaned_jobs(
+        &self,
+        live_since: DateTime<Utc>,
+        restarted: Option<&str>,
+    ) -> Result<u64> {
+        let restarted = restarted.map(str::to_string);
+        self.write(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE jobs SET state = 'queued', owner = NULL, started_at = NULL
+                     WHERE state = 'running'
+                       AND (owner IS NULL OR owner = ?2 OR owner NOT IN (SELECT id FROM nodes WHERE heartbeat_at >= ?1))",
+                    params![micros(live_since), restarted],
+                )
+                .map_err(map_err)?;
+            Ok(n as u64)
         })
         .await
     }

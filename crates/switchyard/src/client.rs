@@ -48,6 +48,21 @@ pub enum EventsCommand {
         #[arg(long)]
         id: Option<String>,
     },
+    /// Delete events received before a time, as a server-side job with a progress bar
+    /// (admin token).
+    Purge {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// RFC 3339 time; events received before it are deleted.
+        #[arg(long)]
+        before: String,
+        /// Only events from this CloudEvents source.
+        #[arg(long)]
+        source: Option<String>,
+        /// Queue the job and return without following it.
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Print new events as they are committed.
     Tail {
         #[command(flatten)]
@@ -232,6 +247,33 @@ pub async fn events(cmd: EventsCommand) -> anyhow::Result<()> {
             };
             println!("{}", serde_json::to_string_pretty(&v)?);
             Ok(())
+        }
+        EventsCommand::Purge {
+            client,
+            before,
+            source,
+            no_wait,
+        } => {
+            let c = Client::new(&client)?;
+            let mut params = serde_json::json!({ "before": before });
+            if let Some(s) = source {
+                params["source"] = s.into();
+            }
+            let job = c
+                .send(
+                    c.req(reqwest::Method::POST, "/v1/jobs")
+                        .json(&serde_json::json!({"kind": "events.purge", "params": params})),
+                )
+                .await?;
+            let id = job["id"]
+                .as_i64()
+                .context("the server returned no job id")?;
+            eprintln!("queued job {id} (events.purge)");
+            if no_wait {
+                println!("{id}");
+                return Ok(());
+            }
+            watch_job(&c, id).await
         }
         EventsCommand::Tail {
             client,

@@ -7,7 +7,7 @@ use anyhow::Context;
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard_core::{Clock, Config, ScaledClock, ScaledOrigin, SharedClock, SystemClock};
-use switchyard_server::{AppState, Limits, node::Heartbeat};
+use switchyard_server::{AppState, Limits, jobs::JobRunner, node::Heartbeat};
 use switchyard_store::SharedStore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -140,6 +140,14 @@ pub async fn start(
 
     let tracker = TaskTracker::new();
     tracker.spawn(heartbeat.run(cancel.clone()));
+    tracker.spawn(
+        JobRunner {
+            store: store.clone(),
+            clock: clock.clone(),
+            node_id: node.clone(),
+        }
+        .run(cancel.clone()),
+    );
     let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
     let http_state = state.clone();
     let http_cancel = cancel.clone();
