@@ -123,15 +123,8 @@ async fn appender(
                 Some(r) => group.push(r),
                 None => return,
             }
-            while group.len() < MAX_GROUP {
-                match rx.try_recv() {
-                    Ok(r) => group.push(r),
-                    Err(_) => break,
-                }
-            }
-            metrics::gauge!("switchyard_store_writer_queue_depth").set(rx.len() as f64);
+            drain_group(&mut rx, &mut group, MAX_GROUP);
         }
-        metrics::histogram!("switchyard_store_writer_batch_size").record(group.len() as f64);
         let started = std::time::Instant::now();
         let events: Vec<&NewEvent> = group.iter().flat_map(|r| r.events.iter()).collect();
         let result = append_tx(&pool, &events, None).await;

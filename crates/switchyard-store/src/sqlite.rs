@@ -350,14 +350,7 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<WriteJob>) {
     let mut batch: Vec<WriteJob> = Vec::with_capacity(MAX_GROUP);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
-        while batch.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(j) => batch.push(j),
-                Err(_) => break,
-            }
-        }
-        metrics::gauge!("switchyard_store_writer_queue_depth").set(rx.len() as f64);
-        metrics::histogram!("switchyard_store_writer_batch_size").record(batch.len() as f64);
+        drain_group(&mut rx, &mut batch, MAX_GROUP);
         let started = Instant::now();
         let n = batch.len();
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {

@@ -37,3 +37,16 @@ pub fn decode_json(text: &str) -> Result<serde_json::Value> {
 pub fn parse_role(s: &str) -> Result<switchyard_core::token::Role> {
     s.parse().map_err(Error::Corrupt)
 }
+
+/// Group commit: after the first request, takes every request already waiting (up to `max`)
+/// and records the group's size and what is left in the queue.
+pub fn drain_group<T>(rx: &mut tokio::sync::mpsc::Receiver<T>, group: &mut Vec<T>, max: usize) {
+    while group.len() < max {
+        match rx.try_recv() {
+            Ok(r) => group.push(r),
+            Err(_) => break,
+        }
+    }
+    metrics::gauge!("switchyard_store_writer_queue_depth").set(rx.len() as f64);
+    metrics::histogram!("switchyard_store_writer_batch_size").record(group.len() as f64);
+}

@@ -110,8 +110,6 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let url = format!("{base}/v1/events");
     let t = |min: i64| (now - chrono::Duration::minutes(min)).to_rfc3339();
-    let mut results = Vec::new();
-
     let order = |id: &str, name: &str, amount: f64, at: String| {
         json!({
             "specversion": "1.0", "id": id, "source": "https://shop.example.com",
@@ -121,151 +119,79 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                      "lines": [{"sku": "PUMP-200", "qty": 2}, {"sku": "SEAL-KIT", "qty": 4}]}
         })
     };
-
-    // 1-2: shop orders, structured mode
-    for (id, name, amount, min) in [
-        ("shop-1042", "#1042", 1840.0, 9),
-        ("shop-1043", "#1043", 312.5, 8),
-    ] {
-        let r = http
-            .post(&url)
+    let structured = |body: Value| {
+        http.post(&url)
             .bearer_auth(&shop)
             .header("content-type", "application/cloudevents+json")
-            .body(order(id, name, amount, t(min)).to_string())
-            .send()
-            .await?;
-        results.push(
-            report(
-                Step {
-                    label: "shop: order created (structured)",
-                    expect: 202,
-                },
-                r,
-            )
-            .await?,
-        );
-    }
-
-    // 3: Odoo confirms the sale order, binary mode (ce-* headers, JSON body)
-    let r = http
-        .post(&url)
-        .bearer_auth(&shop)
-        .header("ce-specversion", "1.0")
-        .header("ce-id", "sale.order-42-confirmed")
-        .header("ce-source", "https://odoo.example.com/sale.order")
-        .header("ce-type", "odoo.sale.order.confirmed")
-        .header("ce-subject", "S00042")
-        .header("ce-time", t(7))
-        .header("ce-origin", "%231042") // percent-encoded "#1042"
-        .header("content-type", "application/json")
-        .body(
-            json!({"name": "S00042", "origin": "#1042", "state": "sale", "amount_total": 1840.0})
-                .to_string(),
-        )
-        .send()
-        .await?;
-    results.push(
-        report(
-            Step {
-                label: "odoo: sale order confirmed (binary)",
-                expect: 202,
-            },
-            r,
-        )
-        .await?,
-    );
-
-    // 4: the WMS reports a picking's progress, batch mode
+            .body(body.to_string())
+    };
     let wms = |id: &str, ty: &str, min: i64| {
         json!({"specversion": "1.0", "id": id, "source": "https://wms.example.com/wh1", "type": ty,
                "subject": "WH/OUT/00017", "time": t(min),
                "data": {"picking": "WH/OUT/00017", "origin": "S00042", "warehouse": "WH1"}})
     };
-    let r = http
-        .post(&url)
-        .bearer_auth(&shop)
-        .header("content-type", "application/cloudevents-batch+json")
-        .body(
-            json!([
-                wms("wms-17-released", "wms.picking.released", 6),
-                wms("wms-17-picked", "wms.picking.picked", 4),
-                wms("wms-17-packed", "wms.picking.packed", 3)
-            ])
-            .to_string(),
-        )
-        .send()
-        .await?;
-    results.push(
-        report(
-            Step {
-                label: "wms: picking released, picked, packed (batch of 3)",
-                expect: 202,
-            },
-            r,
-        )
-        .await?,
-    );
 
-    // 5: the shop's webhook retries order #1042 (same id): stored once
-    let r = http
-        .post(&url)
-        .bearer_auth(&shop)
-        .header("content-type", "application/cloudevents+json")
-        .body(order("shop-1042", "#1042", 1840.0, t(9)).to_string())
-        .send()
-        .await?;
-    results.push(
-        report(
-            Step {
-                label: "shop: retry of order #1042 (same id)",
-                expect: 200,
-            },
-            r,
-        )
-        .await?,
-    );
-
-    // 6: a carrier event with a broken timestamp: rejected with the field named
-    let r = http
-        .post(&url)
-        .bearer_auth(&shop)
-        .header("content-type", "application/cloudevents+json")
-        .body(
-            json!({"specversion": "1.0", "id": "dhl-778", "source": "https://carrier.example.com",
+    let steps: Vec<(Step, reqwest::RequestBuilder)> = vec![
+        (
+            Step { label: "shop: order #1042 created (structured)", expect: 202 },
+            structured(order("shop-1042", "#1042", 1840.0, t(9))),
+        ),
+        (
+            Step { label: "shop: order #1043 created (structured)", expect: 202 },
+            structured(order("shop-1043", "#1043", 312.5, t(8))),
+        ),
+        (
+            // Odoo confirms the sale order: binary mode, attributes in ce-* headers
+            Step { label: "odoo: sale order confirmed (binary)", expect: 202 },
+            http.post(&url)
+                .bearer_auth(&shop)
+                .header("ce-specversion", "1.0")
+                .header("ce-id", "sale.order-42-confirmed")
+                .header("ce-source", "https://odoo.example.com/sale.order")
+                .header("ce-type", "odoo.sale.order.confirmed")
+                .header("ce-subject", "S00042")
+                .header("ce-time", t(7))
+                .header("ce-origin", "%231042") // percent-encoded "#1042"
+                .header("content-type", "application/json")
+                .body(json!({"name": "S00042", "origin": "#1042", "state": "sale", "amount_total": 1840.0}).to_string()),
+        ),
+        (
+            Step { label: "wms: picking released, picked, packed (batch of 3)", expect: 202 },
+            http.post(&url)
+                .bearer_auth(&shop)
+                .header("content-type", "application/cloudevents-batch+json")
+                .body(
+                    json!([
+                        wms("wms-17-released", "wms.picking.released", 6),
+                        wms("wms-17-picked", "wms.picking.picked", 4),
+                        wms("wms-17-packed", "wms.picking.packed", 3)
+                    ])
+                    .to_string(),
+                ),
+        ),
+        (
+            // the shop's webhook retries order #1042 with the same id: stored once
+            Step { label: "shop: retry of order #1042 (same id)", expect: 200 },
+            structured(order("shop-1042", "#1042", 1840.0, t(9))),
+        ),
+        (
+            // a carrier event with a broken timestamp: rejected with the field named
+            Step { label: "carrier: label created with a bad timestamp", expect: 400 },
+            structured(json!({"specversion": "1.0", "id": "dhl-778", "source": "https://carrier.example.com",
                    "type": "carrier.label.created", "time": "yesterday 14:00",
-                   "data": {"tracking": "JJD000390007788", "picking": "WH/OUT/00017"}})
-            .to_string(),
-        )
-        .send()
-        .await?;
-    results.push(
-        report(
-            Step {
-                label: "carrier: label created with a bad timestamp",
-                expect: 400,
-            },
-            r,
-        )
-        .await?,
-    );
-
-    // 7: a sender without a token: refused, nothing stored
-    let r = http
-        .post(&url)
-        .header("content-type", "application/cloudevents+json")
-        .body(order("shop-1044", "#1044", 99.0, t(1)).to_string())
-        .send()
-        .await?;
-    results.push(
-        report(
-            Step {
-                label: "unknown sender without a token",
-                expect: 401,
-            },
-            r,
-        )
-        .await?,
-    );
+                   "data": {"tracking": "JJD000390007788", "picking": "WH/OUT/00017"}})),
+        ),
+        (
+            Step { label: "unknown sender without a token", expect: 401 },
+            http.post(&url)
+                .header("content-type", "application/cloudevents+json")
+                .body(order("shop-1044", "#1044", 99.0, t(1)).to_string()),
+        ),
+    ];
+    let mut results = Vec::new();
+    for (step, request) in steps {
+        results.push(report(step, request.send().await?).await?);
+    }
 
     let stored = store.count_events().await?;
     println!(
