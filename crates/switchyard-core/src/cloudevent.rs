@@ -118,7 +118,7 @@ impl CloudEvent {
         let subject = optional_string(&mut attrs, "subject", &mut errors);
         let time = optional_string(&mut attrs, "time", &mut errors);
         if let Some(t) = &time
-            && DateTime::<FixedOffset>::parse_from_rfc3339(t).is_err()
+            && (!t.is_ascii() || DateTime::<FixedOffset>::parse_from_rfc3339(t).is_err())
         {
             errors.push(violation(
                 "time",
@@ -157,7 +157,12 @@ impl CloudEvent {
                 ));
             }
             match &value {
-                Value::String(_) | Value::Bool(_) => {}
+                Value::String(s) => {
+                    if let Some(c) = disallowed_char(s) {
+                        errors.push(violation(&name, disallowed_detail(c)));
+                    }
+                }
+                Value::Bool(_) => {}
                 Value::Number(n) if n.as_i64().is_some_and(|i| i32::try_from(i).is_ok()) => {}
                 Value::Number(_) => errors.push(violation(
                     &name,
@@ -198,25 +203,33 @@ impl CloudEvent {
                 "a CloudEvent in JSON format must be a JSON object",
             )]);
         };
-        let data = obj.remove("data").filter(|v| !v.is_null());
+        // `"data": null` is an explicit null payload, distinct from no `data` (JSON format
+        // 3.1.1); `data` is not an attribute, so the null-means-unset rule does not apply.
+        let data = obj.remove("data");
         let data_b64 = obj.remove("data_base64").filter(|v| !v.is_null());
         let ct = obj
             .get("datacontenttype")
             .and_then(Value::as_str)
             .map(str::to_string);
+        let mut data_errors = Vec::new();
         let data = match (data, data_b64) {
             (Some(_), Some(_)) => {
-                return Err(vec![violation(
+                data_errors.push(violation(
                     "data_base64",
                     "\"data\" and \"data_base64\" must not both be present",
-                )]);
+                ));
+                None
             }
             (None, Some(Value::String(s))) => match B64.decode(s.as_bytes()) {
                 Ok(bytes) => Some(Data::Binary(bytes)),
-                Err(e) => return Err(vec![violation("data_base64", format!("not base64: {e}"))]),
+                Err(e) => {
+                    data_errors.push(violation("data_base64", format!("not base64: {e}")));
+                    None
+                }
             },
             (None, Some(_)) => {
-                return Err(vec![violation("data_base64", "must be a base64 string")]);
+                data_errors.push(violation("data_base64", "must be a base64 string"));
+                None
             }
             (Some(Value::String(s)), None) if !is_json_media_type(ct.as_deref()) => {
                 Some(Data::Text(s))
@@ -224,12 +237,21 @@ impl CloudEvent {
             (Some(v), None) => Some(Data::Json(v)),
             (None, None) => None,
         };
-        CloudEvent::from_parts(
+        let parsed = CloudEvent::from_parts(
             RawAttributes {
                 attrs: obj.into_iter().collect(),
             },
             data,
-        )
+        );
+        // Every violation is reported: those of the attributes, then those of the data.
+        match parsed {
+            Ok(_) if data_errors.is_empty() => parsed,
+            Ok(_) => Err(data_errors),
+            Err(mut errors) => {
+                errors.extend(data_errors);
+                Err(errors)
+            }
+        }
     }
 
     /// The event in the JSON event format (structured mode). Round-trips through
@@ -307,7 +329,11 @@ pub fn is_json_media_type(ct: Option<&str>) -> bool {
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    essence == "application/json" || essence == "text/json" || essence.ends_with("+json")
+    // JSON format 3.1.1: "its media type, when stripped of parameters, has the form `*/json`
+    // or `*/*+json`".
+    essence
+        .split_once('/')
+        .is_some_and(|(_, sub)| sub == "json" || sub.ends_with("+json"))
 }
 
 /// Whether a string is a valid CloudEvents attribute name.
@@ -337,7 +363,13 @@ fn required_string(
             errors.push(violation(name, "must be a non-empty string"));
             None
         }
-        Some(Value::String(s)) => Some(s),
+        Some(Value::String(s)) => match disallowed_char(&s) {
+            Some(c) => {
+                errors.push(violation(name, disallowed_detail(c)));
+                None
+            }
+            None => Some(s),
+        },
         Some(_) => {
             errors.push(violation(name, "must be a string"));
             None
@@ -356,7 +388,13 @@ fn optional_string(
             errors.push(violation(name, "must not be empty when present"));
             None
         }
-        Some(Value::String(s)) => Some(s),
+        Some(Value::String(s)) => match disallowed_char(&s) {
+            Some(c) => {
+                errors.push(violation(name, disallowed_detail(c)));
+                None
+            }
+            None => Some(s),
+        },
         Some(_) => {
             errors.push(violation(name, "must be a string"));
             None
@@ -364,34 +402,116 @@ fn optional_string(
     }
 }
 
-/// RFC 3986 URI-reference, checked for the characters it may contain.
-fn check_uri_reference(s: &str) -> Result<(), String> {
-    if let Some(c) = s.chars().find(|c| {
-        c.is_whitespace()
-            || c.is_control()
-            || matches!(c, '<' | '>' | '"' | '\\' | '^' | '`' | '{' | '|' | '}')
-    }) {
-        return Err(format!(
-            "\"{s}\" is not a URI-reference (contains {c:?}); percent-encode it"
-        ));
-    }
-    if !s.is_ascii() {
-        return Err(format!(
-            "\"{s}\" is not a URI-reference (non-ASCII characters must be percent-encoded)"
-        ));
-    }
-    Ok(())
+/// A character the core specification's `String` type disallows: the control characters
+/// U+0000-U+001F and U+007F-U+009F, and Unicode noncharacters.
+fn disallowed_char(s: &str) -> Option<char> {
+    s.chars().find(|&c| {
+        let n = u32::from(c);
+        n <= 0x1F
+            || (0x7F..=0x9F).contains(&n)
+            || (0xFDD0..=0xFDEF).contains(&n)
+            || n & 0xFFFE == 0xFFFE
+    })
 }
 
-/// An absolute URI: a scheme, a colon, and a valid reference.
+fn disallowed_detail(c: char) -> String {
+    format!(
+        "contains U+{:04X}; control characters and Unicode noncharacters are not allowed in a CloudEvents String",
+        u32::from(c)
+    )
+}
+
+/// RFC 3986 (section 4.1) URI-reference. Returns whether it has a scheme (is a URI rather
+/// than a relative reference).
+fn parse_uri_reference(s: &str) -> Result<bool, String> {
+    let not = |why: &str| Err(format!("\"{s}\" is not a URI-reference ({why})"));
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "-._~:/?#[]@!$&'()*+,;=%".contains(*c)))
+    {
+        return if c.is_ascii() {
+            not(&format!("contains {c:?}; percent-encode it"))
+        } else {
+            not("non-ASCII characters must be percent-encoded")
+        };
+    }
+    let b = s.as_bytes();
+    for (i, _) in s.match_indices('%') {
+        if !(b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+            && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+        {
+            return not("\"%\" must be followed by two hex digits");
+        }
+    }
+    let (rest, fragment) = s.split_once('#').unwrap_or((s, ""));
+    let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if fragment.contains(['#', '[', ']']) || query.contains(['[', ']']) {
+        return not("\"#\", \"[\" and \"]\" are not allowed in a query or fragment");
+    }
+    // A colon before the first "/" ends a scheme: ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ).
+    let first_segment = rest.split('/').next().unwrap_or("");
+    let (has_scheme, rest) = match first_segment.split_once(':') {
+        Some((scheme, _)) => {
+            let mut c = scheme.bytes();
+            if !(c.next().is_some_and(|c| c.is_ascii_alphabetic())
+                && c.all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.')))
+            {
+                return not("the part before the first \":\" is not a valid scheme");
+            }
+            (true, &rest[scheme.len() + 1..])
+        }
+        None => (false, rest),
+    };
+    let path = match rest.strip_prefix("//") {
+        Some(after) => {
+            let end = after.find('/').unwrap_or(after.len());
+            let authority = &after[..end];
+            let (userinfo, hostport) = authority.rsplit_once('@').unwrap_or(("", authority));
+            if userinfo.contains(['[', ']']) {
+                return not("\"[\" and \"]\" are not allowed in user information");
+            }
+            let port = if let Some(literal) = hostport.strip_prefix('[') {
+                let Some((ip, port)) = literal.split_once(']') else {
+                    return not("unterminated IP literal");
+                };
+                if ip.is_empty() || ip.contains('[') {
+                    return not("invalid IP literal");
+                }
+                match port {
+                    "" => "",
+                    p => match p.strip_prefix(':') {
+                        Some(p) => p,
+                        None => return not("invalid authority"),
+                    },
+                }
+            } else {
+                let (host, port) = hostport.split_once(':').unwrap_or((hostport, ""));
+                if host.contains(['[', ']']) {
+                    return not("\"[\" and \"]\" are only allowed around an IP literal");
+                }
+                port
+            };
+            if !port.bytes().all(|c| c.is_ascii_digit()) {
+                return not("the port must be digits");
+            }
+            &after[end..]
+        }
+        None => rest,
+    };
+    if path.contains(['[', ']']) {
+        return not("\"[\" and \"]\" are not allowed in a path");
+    }
+    Ok(has_scheme)
+}
+
+/// RFC 3986 URI-reference.
+fn check_uri_reference(s: &str) -> Result<(), String> {
+    parse_uri_reference(s).map(|_| ())
+}
+
+/// An absolute URI: a URI-reference with a scheme.
 fn check_absolute_uri(s: &str) -> Result<(), String> {
-    check_uri_reference(s)?;
-    let scheme_ok = s.split_once(':').is_some_and(|(scheme, _)| {
-        let mut b = scheme.bytes();
-        b.next().is_some_and(|c| c.is_ascii_alphabetic())
-            && b.all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'))
-    });
-    if scheme_ok {
+    if parse_uri_reference(s)? {
         Ok(())
     } else {
         Err(format!("\"{s}\" is not an absolute URI (no scheme)"))
@@ -404,18 +524,41 @@ fn is_token(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
 }
 
-/// `type/subtype` with optional `; param=value` parameters.
+/// `type/subtype` with optional `; param=value` parameters (RFC 2045 section 5.1: a value
+/// is a token or a quoted-string, which may contain `;`).
 fn is_media_type(s: &str) -> bool {
-    let mut parts = s.split(';');
-    let essence = parts.next().unwrap_or("").trim();
-    let Some((t, sub)) = essence.split_once('/') else {
+    let (essence, mut rest) = s.split_at(s.find(';').unwrap_or(s.len()));
+    let Some((t, sub)) = essence.trim().split_once('/') else {
         return false;
     };
-    is_token(t)
-        && is_token(sub)
-        && parts.all(|p| {
-            p.trim()
-                .split_once('=')
-                .is_some_and(|(k, v)| is_token(k.trim()) && !v.trim().is_empty())
-        })
+    if !(is_token(t) && is_token(sub)) {
+        return false;
+    }
+    while let Some(param) = rest.strip_prefix(';') {
+        let Some((k, v)) = param.split_once('=') else {
+            return false;
+        };
+        if !is_token(k.trim()) {
+            return false;
+        }
+        let v = v.trim_start();
+        rest = if let Some(quoted) = v.strip_prefix('"') {
+            let mut escaped = false;
+            let Some(close) = quoted.char_indices().find_map(|(i, c)| {
+                let end = c == '"' && !escaped;
+                escaped = c == '\\' && !escaped;
+                end.then_some(i)
+            }) else {
+                return false;
+            };
+            quoted[close + 1..].trim_start()
+        } else {
+            let end = v.find(';').unwrap_or(v.len());
+            if v[..end].trim().is_empty() {
+                return false;
+            }
+            &v[end..]
+        };
+    }
+    rest.is_empty()
 }

@@ -165,7 +165,27 @@ fn invalid(errors: Vec<FieldError>, what: &str) -> ApiError {
     .with_errors(errors)
 }
 
-/// Binary mode: attributes from `ce-*` headers (percent-decoded), data from the body.
+/// Undoes an RFC 7230 (section 3.2.6) quoted-string: the whole value between double quotes,
+/// with backslash escapes. Any other value (older senders did not have to encode `"`) is
+/// returned as is.
+fn unquote(v: &str) -> std::borrow::Cow<'_, str> {
+    let quoted = || {
+        let mut out = String::with_capacity(v.len());
+        let mut chars = v.strip_prefix('"')?.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => out.push(chars.next()?),
+                '"' => return chars.as_str().is_empty().then_some(out),
+                c => out.push(c),
+            }
+        }
+        None
+    };
+    quoted().map_or(v.into(), Into::into)
+}
+
+/// Binary mode: attributes from `ce-*` headers, data from the body. Header values are
+/// unquoted (if double-quoted) and then percent-decoded once (HTTP binding 3.1.3.2).
 pub fn parse_binary(headers: &HeaderMap, body: &[u8]) -> Result<Parsed, ApiError> {
     let mut attrs = BTreeMap::new();
     let mut errors = Vec::new();
@@ -173,28 +193,37 @@ pub fn parse_binary(headers: &HeaderMap, body: &[u8]) -> Result<Parsed, ApiError
         let Some(attr) = name.as_str().strip_prefix("ce-") else {
             continue;
         };
-        let decoded = value
-            .to_str()
-            .ok()
-            .and_then(|v| percent_decode_str(v).decode_utf8().ok())
-            .map(|v| v.into_owned());
-        match decoded {
-            Some(v) => {
-                attrs.insert(attr.to_string(), Value::String(v));
+        let header_error = |detail: &str| FieldError {
+            index: None,
+            field: attr.to_string(),
+            pointer: None,
+            header: Some(name.as_str().to_string()),
+            detail: detail.into(),
+        };
+        if attr == "datacontenttype" {
+            // HTTP binding 3.1.1: Content-Type carries it; "a ce-datacontenttype HTTP header
+            // MUST NOT also be present in the message".
+            errors.push(header_error(
+                "not allowed in binary mode; the Content-Type header is the datacontenttype",
+            ));
+            continue;
+        }
+        let Ok(unquoted) = value.to_str().map(unquote) else {
+            errors.push(header_error(
+                "header value is not printable ASCII (percent-encode it)",
+            ));
+            continue;
+        };
+        match percent_decode_str(&unquoted).decode_utf8() {
+            Ok(v) => {
+                attrs.insert(attr.to_string(), Value::String(v.into_owned()));
             }
-            None => errors.push(FieldError {
-                index: None,
-                field: attr.to_string(),
-                pointer: None,
-                header: Some(name.as_str().to_string()),
-                detail: "header value is not percent-encoded UTF-8".into(),
-            }),
+            Err(_) => errors.push(header_error("header value is not percent-encoded UTF-8")),
         }
     }
     if !errors.is_empty() {
         return Err(invalid(errors, "the event"));
     }
-    attrs.remove("datacontenttype");
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

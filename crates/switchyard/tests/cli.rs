@@ -136,18 +136,35 @@ fn operator_commands_go_through_the_server() {
 
     // purge runs as a server-side job; a revoked token may not start it
     let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
-    let refused = cli(&["events", "purge", "--before", &later, "--source", "/shop"], &ingest);
+    let refused = cli(
+        &["events", "purge", "--before", &later, "--source", "/shop"],
+        &ingest,
+    );
     assert!(!refused.status.success());
-    let purge = cli(&["events", "purge", "--before", &later, "--source", "/shop"], &admin);
+    let purge = cli(
+        &["events", "purge", "--before", &later, "--source", "/shop"],
+        &admin,
+    );
     assert!(purge.status.success(), "{}", text(&purge.stderr));
     let jobs = cli(&["jobs", "list"], &admin);
     let j = text(&jobs.stdout);
-    assert!(j.contains("events.purge") && j.contains("succeeded") && j.contains("3/3"), "{j}");
+    assert!(
+        j.contains("events.purge") && j.contains("succeeded") && j.contains("3/3"),
+        "{j}"
+    );
     let after = cli(&["events", "list"], &admin);
-    assert_eq!(text(&after.stdout).lines().count(), 0, "all three events purged");
+    assert_eq!(
+        text(&after.stdout).lines().count(),
+        0,
+        "all three events purged"
+    );
     let bad = cli(&["events", "purge", "--before", "tomorrow"], &admin);
     assert!(!bad.status.success());
-    assert!(text(&bad.stderr).contains("HTTP 400"), "{}", text(&bad.stderr));
+    assert!(
+        text(&bad.stderr).contains("HTTP 400"),
+        "{}",
+        text(&bad.stderr)
+    );
 
     let status = inst.sigterm();
     assert!(status.success(), "graceful shutdown exits 0: {status:?}");
