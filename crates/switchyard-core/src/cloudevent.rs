@@ -254,8 +254,48 @@ impl CloudEvent {
         }
     }
 
+    /// Rebuilds an event written by [`CloudEvent::to_json`] after it was validated, without
+    /// validating it again: what was accepted once stays readable even if the rules tighten.
+    /// `None` only if the JSON is not an envelope at all.
+    pub fn from_stored_json(value: Value) -> Option<CloudEvent> {
+        let Value::Object(mut obj) = value else {
+            return None;
+        };
+        let mut take = |k: &str| match obj.remove(k) {
+            Some(Value::String(s)) => Some(s),
+            _ => None,
+        };
+        let id = take("id")?;
+        let source = take("source")?;
+        let ty = take("type")?;
+        let subject = take("subject");
+        let time = take("time");
+        let datacontenttype = take("datacontenttype");
+        let dataschema = take("dataschema");
+        obj.remove("specversion");
+        let data = match (obj.remove("data"), obj.remove("data_base64")) {
+            (_, Some(Value::String(b))) => Some(Data::Binary(B64.decode(b.as_bytes()).ok()?)),
+            (Some(Value::String(s)), _) if !is_json_media_type(datacontenttype.as_deref()) => {
+                Some(Data::Text(s))
+            }
+            (Some(v), _) => Some(Data::Json(v)),
+            (None, _) => None,
+        };
+        Some(CloudEvent {
+            id,
+            source,
+            ty,
+            subject,
+            time,
+            datacontenttype,
+            dataschema,
+            extensions: obj.into_iter().collect(),
+            data,
+        })
+    }
+
     /// The event in the JSON event format (structured mode). Round-trips through
-    /// [`CloudEvent::from_json`].
+    /// [`CloudEvent::from_json`] and [`CloudEvent::from_stored_json`].
     pub fn to_json(&self) -> Value {
         let mut m = Map::new();
         m.insert("specversion".into(), SPEC_VERSION.into());

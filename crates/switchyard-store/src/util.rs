@@ -25,9 +25,8 @@ pub fn envelope(event: &CloudEvent) -> String {
 pub fn decode_envelope(text: &str) -> Result<CloudEvent> {
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| Error::Corrupt(format!("event envelope: {e}")))?;
-    CloudEvent::from_json(value)
-        .map(|p| p.event)
-        .map_err(|v| Error::Corrupt(format!("stored event no longer valid: {v:?}")))
+    CloudEvent::from_stored_json(value)
+        .ok_or_else(|| Error::Corrupt("event envelope lacks id, source or type".into()))
 }
 
 pub fn decode_json(text: &str) -> Result<serde_json::Value> {
