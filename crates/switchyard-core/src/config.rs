@@ -277,6 +277,36 @@ impl Config {
         origin: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigErrors> {
+        Config::parse_checked(text, origin, env, &|_| Vec::new())
+    }
+
+    /// Like [`Config::load`], with `extra` checks that need more than this crate knows (a
+    /// store URL's parameters, a log filter's syntax): each `(dotted key, problem)` is
+    /// reported with its line like every other problem.
+    pub fn load_checked(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+        extra: &dyn Fn(&Config) -> Vec<(String, String)>,
+    ) -> Result<Config, ConfigErrors> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                origin: origin.clone(),
+                line: None,
+                key: String::new(),
+                message: format!("cannot read the configuration file: {e}"),
+            }])
+        })?;
+        Config::parse_checked(&text, &origin, env, extra)
+    }
+
+    /// [`Config::parse`] with `extra` checks (see [`Config::load_checked`]).
+    pub fn parse_checked(
+        text: &str,
+        origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+        extra: &dyn Fn(&Config) -> Vec<(String, String)>,
+    ) -> Result<Config, ConfigErrors> {
         let located = |path: &[Seg], message: String, doc: &toml_edit::Document<&str>| {
             let (origin, line) = match locate(doc, path, text) {
                 Some(lc) => (origin.to_string(), Some(lc)),
@@ -409,7 +439,8 @@ impl Config {
                 let segs: Vec<Seg> = key.split('.').map(|s| Seg::Key(s.to_string())).collect();
                 removed.iter().any(|r| segs.starts_with(r))
             };
-            for (path, message) in c.validate(&broken) {
+            let extra = extra(c).into_iter().filter(|(k, _)| !broken(k));
+            for (path, message) in c.validate(&broken).into_iter().chain(extra) {
                 let segs: Vec<Seg> = path.split('.').map(|s| Seg::Key(s.to_string())).collect();
                 errors.push(describe(&segs, message));
             }

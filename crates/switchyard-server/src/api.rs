@@ -4,7 +4,8 @@
 use crate::AppState;
 use crate::error::{ApiError, FieldError, Problem};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -13,6 +14,36 @@ use switchyard_core::token::{Permission, Role, check_token_name, generate_token,
 use switchyard_store::{EventFilter, LogPosition, NewToken, StoredEvent};
 
 pub type ApiResult = Result<Response, ApiError>;
+
+/// Largest JSON body accepted by the management routes (tokens, jobs).
+const MAX_API_BODY: usize = 64 * 1024;
+
+/// Parses the query string after the caller is authorized, so a bad parameter is a
+/// problem+json 400 and an unauthenticated caller learns nothing about parameters.
+fn parse_query<T: serde::de::DeserializeOwned>(raw: Option<String>) -> Result<T, ApiError> {
+    serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
+        .map_err(|e| bad_param("query", format!("bad query string: {e}")))
+}
+
+/// Reads a JSON request body of at most [`MAX_API_BODY`] bytes.
+async fn json_body<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Body,
+    shape: &str,
+) -> Result<T, ApiError> {
+    let bytes = crate::ingest::read_limited(headers, body, MAX_API_BODY).await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::new(Problem::Malformed, format!("expected {shape}: {e}")))
+}
+
+fn check_limit(limit: Option<usize>, default: usize, max: usize) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(default);
+    if (1..=max).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(bad_param("limit", format!("must be between 1 and {max}")))
+    }
+}
 
 fn bad_param(field: &str, detail: impl Into<String>) -> ApiError {
     let detail = detail.into();
@@ -38,6 +69,7 @@ pub fn event_json(e: &StoredEvent) -> Value {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     pub after: Option<String>,
     pub limit: Option<usize>,
@@ -53,9 +85,10 @@ pub struct EventsQuery {
 pub async fn list_events(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(q): Query<EventsQuery>,
+    RawQuery(raw): RawQuery,
 ) -> ApiResult {
     state.authorize(&headers, Permission::Read).await?;
+    let q: EventsQuery = parse_query(raw)?;
     if let Some(id) = &q.id {
         let source = q
             .source
@@ -75,10 +108,7 @@ pub async fn list_events(
             .map_err(|e| bad_param("after", e))?,
         None => LogPosition::START,
     };
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(bad_param("limit", "must be between 1 and 1000"));
-    }
+    let limit = check_limit(q.limit, 100, 1000)?;
     let filter = EventFilter {
         source: q.source,
         ty: q.ty,
@@ -126,15 +156,10 @@ pub struct CreateToken {
 pub async fn create_token(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: Body,
 ) -> ApiResult {
     let caller = state.authorize(&headers, Permission::Administer).await?;
-    let req: CreateToken = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            Problem::Malformed,
-            format!("expected {{\"name\": …, \"role\": …}}: {e}"),
-        )
-    })?;
+    let req: CreateToken = json_body(&headers, body, "{\"name\": …, \"role\": …}").await?;
     check_token_name(&req.name).map_err(|e| bad_param("name", e))?;
     let role: Role = req.role.parse().map_err(|e: String| bad_param("role", e))?;
     let secret = generate_token();
@@ -176,7 +201,14 @@ pub async fn revoke_token(
 }
 
 #[derive(Debug, Deserialize)]
-pub struct ListQuery {
+#[serde(deny_unknown_fields)]
+pub struct JobsQuery {
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
     pub limit: Option<usize>,
     pub after: Option<i64>,
 }
@@ -185,10 +217,14 @@ pub struct ListQuery {
 pub async fn list_jobs(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(q): Query<ListQuery>,
+    RawQuery(raw): RawQuery,
 ) -> ApiResult {
     state.authorize(&headers, Permission::Read).await?;
-    let jobs = state.store.list_jobs(q.limit.unwrap_or(50)).await?;
+    let q: JobsQuery = parse_query(raw)?;
+    let jobs = state
+        .store
+        .list_jobs(check_limit(q.limit, 50, 1000)?)
+        .await?;
     Ok(Json(json!({ "jobs": jobs })).into_response())
 }
 
@@ -204,16 +240,11 @@ pub struct CreateJob {
 pub async fn create_job(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: Body,
 ) -> ApiResult {
     // Authenticate before looking at the body; the kind decides the role needed.
     let caller = state.authorize(&headers, Permission::Read).await?;
-    let req: CreateJob = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            Problem::Malformed,
-            format!("expected {{\"kind\": …, \"params\": {{…}}}}: {e}"),
-        )
-    })?;
+    let req: CreateJob = json_body(&headers, body, "{\"kind\": …, \"params\": {…}}").await?;
     let kind = crate::jobs::JobKind::parse(&req.kind).ok_or_else(|| {
         bad_param(
             "kind",
@@ -242,16 +273,6 @@ pub async fn create_job(
             created_at: now,
         })
         .await?;
-    state
-        .store
-        .append_audit(switchyard_store::NewAudit {
-            at: now,
-            actor: caller.name.clone(),
-            action: "job.create".into(),
-            target: format!("job:{}", job.id),
-            detail: json!({"kind": job.kind, "params": req.params}),
-        })
-        .await?;
     tracing::info!(job_id = job.id, kind = %job.kind, actor = %caller.name, "job queued");
     Ok((StatusCode::CREATED, Json(job)).into_response())
 }
@@ -276,12 +297,13 @@ pub async fn get_job(
 pub async fn list_audit(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(q): Query<ListQuery>,
+    RawQuery(raw): RawQuery,
 ) -> ApiResult {
     state.authorize(&headers, Permission::Administer).await?;
+    let q: AuditQuery = parse_query(raw)?;
     let records = state
         .store
-        .list_audit(q.after.unwrap_or(0), q.limit.unwrap_or(100))
+        .list_audit(q.after.unwrap_or(0), check_limit(q.limit, 100, 10_000)?)
         .await?;
     Ok(Json(json!({ "audit": records })).into_response())
 }

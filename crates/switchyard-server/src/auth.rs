@@ -67,14 +67,13 @@ pub async fn authorize(
             "missing Authorization header; send `Authorization: Bearer <token>`",
         ));
     };
+    // The scheme name is case-insensitive (RFC 9110, 11.1).
     let token = value
         .to_str()
         .ok()
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim())
         .filter(|t| !t.is_empty())
         .ok_or_else(|| {
             ApiError::new(

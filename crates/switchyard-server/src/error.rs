@@ -70,7 +70,7 @@ impl Problem {
             Problem::Malformed => "The request body could not be parsed",
             Problem::Invalid => "The request is not valid",
             Problem::Unauthenticated => "A valid API token is required",
-            Problem::Forbidden => "The token's role does not allow this",
+            Problem::Forbidden => "Not allowed",
             Problem::NotFound => "Not found",
             Problem::MethodNotAllowed => "Method not allowed",
             Problem::Conflict => "Conflict with the current state",
@@ -174,6 +174,12 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if self.problem == Problem::Unauthenticated {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"switchyard\""),
+            );
+        }
         if let Some(secs) = self.retry_after {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -194,7 +200,11 @@ impl From<switchyard_store::Error> for ApiError {
                 a.retry_after = Some(1);
                 a
             }
-            E::Unavailable(m) => ApiError::new(Problem::StoreUnavailable, m),
+            E::Unavailable(m) => {
+                let mut a = ApiError::new(Problem::StoreUnavailable, m);
+                a.retry_after = Some(5);
+                a
+            }
             E::Closed => ApiError::new(Problem::ShuttingDown, "the store is closing"),
             E::NotFound(m) => ApiError::new(Problem::NotFound, m),
             E::Conflict(m) => ApiError::new(Problem::Conflict, m),

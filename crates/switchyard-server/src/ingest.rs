@@ -291,6 +291,19 @@ pub fn parse_request(
         }
         Mode::Batch => {
             let v = json_body(body)?;
+            if !v.is_array() {
+                return Err(ApiError::new(
+                    Problem::Invalid,
+                    "a CloudEvents batch (application/cloudevents-batch+json) must be a JSON array of events; nothing was stored",
+                )
+                .with_errors(vec![FieldError {
+                    index: None,
+                    field: String::new(),
+                    pointer: Some(String::new()),
+                    header: None,
+                    detail: "not a JSON array".into(),
+                }]));
+            }
             cloudevent::parse_batch(v).map_err(|bad| {
                 let n = bad.len();
                 let errors: Vec<FieldError> = bad

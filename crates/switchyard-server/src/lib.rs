@@ -99,8 +99,7 @@ async fn track_requests(req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let method = req.method().as_str().to_owned();
     let started = Instant::now();
     let resp = next.run(req).await;
@@ -159,7 +158,13 @@ async fn problem_doc(Path(code): Path<String>) -> Response {
     }
 }
 
+fn count_unmatched(req: &Request, status: u16) {
+    metrics::counter!("switchyard_http_requests_total", "route" => "unmatched", "method" => req.method().as_str().to_owned(), "status" => status.to_string())
+        .increment(1);
+}
+
 async fn not_found(req: Request) -> Response {
+    count_unmatched(&req, 404);
     ApiError::new(
         Problem::NotFound,
         format!("no route for {} {}", req.method(), req.uri().path()),
@@ -168,6 +173,7 @@ async fn not_found(req: Request) -> Response {
 }
 
 async fn method_not_allowed(req: Request) -> Response {
+    count_unmatched(&req, 405);
     ApiError::new(
         Problem::MethodNotAllowed,
         format!("{} is not allowed on {}", req.method(), req.uri().path()),

@@ -10,6 +10,8 @@ use tokio_util::sync::CancellationToken;
 pub const HEARTBEAT_EVERY: StdDuration = StdDuration::from_secs(10);
 /// A node whose last heartbeat is older than this is considered gone.
 pub const LIVE_WITHIN: Duration = Duration::seconds(30);
+/// A node gone this long is removed from the registry.
+pub const FORGET_AFTER: Duration = Duration::days(1);
 
 pub struct Heartbeat {
     pub store: SharedStore,
@@ -33,6 +35,10 @@ impl Heartbeat {
                 _ = tick.tick() => {
                     if let Err(e) = self.beat().await {
                         tracing::warn!(error = %e, node = %self.node_id, "heartbeat failed");
+                    }
+                    let stale = self.clock.real_now() - FORGET_AFTER;
+                    if let Err(e) = self.store.forget_nodes(stale).await {
+                        tracing::warn!(error = %e, "cannot prune the node registry");
                     }
                 }
             }

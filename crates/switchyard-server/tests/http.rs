@@ -673,3 +673,95 @@ async fn ops_endpoints_and_problem_routes() {
     assert_eq!(cluster["this_node"], "test-node");
     assert_eq!(cluster["backend"], "sqlite");
 }
+
+#[tokio::test]
+async fn every_refusal_is_problem_json_and_authentication_comes_first() {
+    let s = start().await;
+    // bad query parameters: a problem, but only for an authenticated caller
+    let r = s
+        .http
+        .get(format!("{}/v1/events?limit=abc", s.base))
+        .send()
+        .await
+        .unwrap();
+    let p = problem(r, 401, "unauthenticated").await;
+    assert!(p["detail"].as_str().unwrap().contains("Bearer"));
+    let (st, p) = s.get("/v1/events?limit=abc", &s.viewer).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert_eq!(p["type"], "/problems/invalid-request");
+    let (st, p) = s.get("/v1/events?bogus=1", &s.viewer).await;
+    assert_eq!(
+        st,
+        StatusCode::BAD_REQUEST,
+        "unknown parameters are typos: {p}"
+    );
+    let (st, _) = s.get("/v1/jobs?limit=0", &s.viewer).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+
+    // 401 names the scheme; the scheme itself is case-insensitive
+    let r = s
+        .http
+        .get(format!("{}/v1/events", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
+    let r = s
+        .http
+        .get(format!("{}/v1/events", s.base))
+        .header("authorization", format!("BEARER {}", s.viewer))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // management bodies are bounded too
+    let r = s
+        .http
+        .post(format!("{}/v1/tokens", s.base))
+        .bearer_auth(&s.admin)
+        .body(format!(
+            "{{\"name\": \"{}\", \"role\": \"viewer\"}}",
+            "x".repeat(100_000)
+        ))
+        .send()
+        .await
+        .unwrap();
+    problem(r, 413, "payload-too-large").await;
+
+    // a batch that is not an array
+    let r = s
+        .post(Some(&s.ingest))
+        .header("content-type", "application/cloudevents-batch+json")
+        .body(ce("not-in-array").to_string())
+        .send()
+        .await
+        .unwrap();
+    let p = problem(r, 400, "invalid-request").await;
+    assert!(p["detail"].as_str().unwrap().contains("JSON array"));
+    assert_eq!(s.count().await, 0);
+
+    // unmatched routes are counted too
+    let r = s
+        .http
+        .get(format!("{}/no/such/route", s.base))
+        .send()
+        .await
+        .unwrap();
+    problem(r, 404, "not-found").await;
+    let text = s
+        .http
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("route=\"unmatched\""), "{text}");
+}

@@ -467,6 +467,19 @@ pub async fn nodes_heartbeat(store: SharedStore) {
     assert_eq!(nodes[0].started_at, t0());
     assert_eq!(nodes[0].heartbeat_at, t0() + Duration::seconds(10));
     assert_eq!(nodes[0].info, serde_json::json!({"version": "2"}));
+    let gone = store
+        .forget_nodes(t0() + Duration::seconds(5))
+        .await
+        .unwrap();
+    assert_eq!(gone, 1, "n2 has not been seen since t0");
+    let ids: Vec<String> = store
+        .list_nodes()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.id)
+        .collect();
+    assert_eq!(ids, vec!["n1".to_string()]);
 }
 
 pub async fn lease_is_exclusive_and_taken_over_after_expiry(store: SharedStore) {
@@ -611,6 +624,14 @@ pub async fn jobs_are_claimed_once(store: SharedStore) {
     assert_eq!(j.params, serde_json::json!({"i": 0}));
     let list = store.list_jobs(10).await.unwrap();
     assert_eq!(list.len(), 6);
+    let audit = store.list_audit(0, 100).await.unwrap();
+    assert_eq!(audit.len(), 6, "every job's creation is audited with it");
+    assert!(
+        audit
+            .iter()
+            .all(|a| a.action == "job.create" && a.actor == "ops")
+    );
+    assert_eq!(audit[0].detail["params"], serde_json::json!({"i": 0}));
     assert!(list[0].id > list[5].id, "newest first");
     assert!(store.get_job(12345).await.unwrap().is_none());
     assert!(matches!(

@@ -370,6 +370,9 @@ pub trait Store: Send + Sync + 'static {
 
     async fn list_nodes(&self) -> Result<Vec<NodeRecord>>;
 
+    /// Removes nodes whose last heartbeat is before `stale_before`; returns how many.
+    async fn forget_nodes(&self, stale_before: DateTime<Utc>) -> Result<u64>;
+
     /// Takes lease `name` for `owner` until `now + ttl` if it is free, expired, or already
     /// `owner`'s. A change of owner bumps the epoch. `None` if another node holds it.
     async fn acquire_lease(
@@ -401,6 +404,7 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- jobs ----
 
+    /// Queues a job and records `job.create` by its creator in the same transaction.
     async fn create_job(&self, job: NewJob) -> Result<JobRecord>;
 
     async fn get_job(&self, id: i64) -> Result<Option<JobRecord>>;
@@ -450,6 +454,46 @@ impl Default for StoreOptions {
             password: None,
         }
     }
+}
+
+/// Checks a store URL without opening anything: its scheme, its parameters, and for SQLite
+/// that the file's directory exists. What `switchyard check` reports for `store.url`.
+pub fn check_url(url: &str) -> Result<()> {
+    if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        let (path, _) = sqlite::split_params(path)?;
+        if path.is_empty() {
+            return Err(Error::Url("sqlite URL has no path".into()));
+        }
+        let dir = std::path::Path::new(path).parent();
+        if let Some(dir) = dir
+            && !dir.as_os_str().is_empty()
+            && !dir.is_dir()
+        {
+            return Err(Error::Url(format!(
+                "directory {} does not exist",
+                dir.display()
+            )));
+        }
+        Ok(())
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        postgres::check_url(url)
+    } else {
+        Err(Error::Url(format!(
+            "\"{url}\" is neither sqlite:// nor postgres://"
+        )))
+    }
+}
+
+/// The file of a SQLite store URL (`None` for other backends).
+pub fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let (path, _) = sqlite::split_params(path).ok()?;
+    Some(std::path::PathBuf::from(path))
 }
 
 /// Opens the store a URL names and applies pending migrations.

@@ -167,6 +167,14 @@ fn pool_err(e: deadpool_postgres::PoolError) -> Error {
     Error::Unavailable(format!("no database connection: {e}"))
 }
 
+/// Checks a PostgreSQL URL's syntax and parameters without connecting.
+pub fn check_url(url: &str) -> Result<()> {
+    let (url, _) = split_schema(url)?;
+    url.parse::<tokio_postgres::Config>()
+        .map(|_| ())
+        .map_err(|e| Error::Url(format!("{e}")))
+}
+
 /// Splits our `schema=` parameter off a PostgreSQL URL.
 fn split_schema(url: &str) -> Result<(String, Option<String>)> {
     let Some((base, query)) = url.split_once('?') else {
@@ -796,6 +804,16 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn forget_nodes(&self, stale_before: DateTime<Utc>) -> Result<u64> {
+        let c = self.client().await?;
+        c.execute(
+            "DELETE FROM nodes WHERE heartbeat_at < $1",
+            &[&micros(stale_before)],
+        )
+        .await
+        .map_err(map_err)
+    }
+
     async fn list_nodes(&self) -> Result<Vec<NodeRecord>> {
         let c = self.client().await?;
         c.query(
@@ -920,8 +938,9 @@ impl Store for PgStore {
     }
 
     async fn create_job(&self, job: NewJob) -> Result<JobRecord> {
-        let c = self.client().await?;
-        let row = c
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(map_err)?;
+        let row = tx
             .query_one(
                 &format!(
                     "INSERT INTO jobs (kind, params, state, created_by, created_at) VALUES ($1, $2, 'queued', $3, $4) RETURNING {JOB_COLS}"
@@ -930,7 +949,10 @@ impl Store for PgStore {
             )
             .await
             .map_err(map_err)?;
-        job_from_row(&row)
+        let rec = job_from_row(&row)?;
+        audit_insert(&tx, &job_audit(&rec)).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(rec)
     }
 
     async fn get_job(&self, id: i64) -> Result<Option<JobRecord>> {

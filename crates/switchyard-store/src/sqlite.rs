@@ -815,7 +815,8 @@ impl Store for SqliteStore {
                 name: token.name,
                 role: token.role,
                 hash: token.hash,
-                created_at: token.created_at,
+                // as stored (microseconds), so every read of this token agrees
+                created_at: from_micros(micros(token.created_at))?,
                 created_by: actor,
                 revoked_at: None,
             })
@@ -954,6 +955,18 @@ impl Store for SqliteStore {
             )
             .map_err(map_err)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn forget_nodes(&self, stale_before: DateTime<Utc>) -> Result<u64> {
+        self.write(move |c| {
+            c.execute(
+                "DELETE FROM nodes WHERE heartbeat_at < ?1",
+                [micros(stale_before)],
+            )
+            .map(|n| n as u64)
+            .map_err(map_err)
         })
         .await
     }
@@ -1114,7 +1127,9 @@ impl Store for SqliteStore {
                     job_row,
                 )
                 .map_err(map_err)?;
-            job_record(row)
+            let rec = job_record(row)?;
+            audit_insert(c, &job_audit(&rec))?;
+            Ok(rec)
         })
         .await
     }

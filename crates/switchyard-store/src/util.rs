@@ -49,3 +49,14 @@ pub fn drain_group<T>(rx: &mut tokio::sync::mpsc::Receiver<T>, group: &mut Vec<T
     metrics::gauge!("switchyard_store_writer_queue_depth").set(rx.len() as f64);
     metrics::histogram!("switchyard_store_writer_batch_size").record(group.len() as f64);
 }
+
+/// The audit record of a job's creation, written in the job's own transaction.
+pub fn job_audit(job: &crate::JobRecord) -> crate::NewAudit {
+    crate::NewAudit {
+        at: job.created_at,
+        actor: job.created_by.clone(),
+        action: "job.create".into(),
+        target: format!("job:{}", job.id),
+        detail: serde_json::json!({"kind": job.kind, "params": job.params}),
+    }
+}

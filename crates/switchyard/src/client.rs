@@ -172,11 +172,20 @@ fn percent_encode(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
+/// A JSON value as plain text (strings unquoted, null empty), so column widths apply.
+fn cell(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
 fn print_event_line(e: &Value) {
     let ev = &e["event"];
     println!(
         "{:>8}  {}  {:<28} {:<28} {}  {}",
-        e["seq"],
+        cell(&e["seq"]),
         e["received_at"].as_str().unwrap_or(""),
         ev["source"].as_str().unwrap_or(""),
         ev["type"].as_str().unwrap_or(""),
@@ -213,13 +222,12 @@ pub async fn events(cmd: EventsCommand) -> anyhow::Result<()> {
                     print_event_line(e);
                 }
             }
-            if !json {
-                eprintln!(
-                    "{} event(s); next: --after {}",
-                    events.len(),
-                    page["next"].as_str().unwrap_or("")
-                );
-            }
+            // on stderr, so `--json` output stays one event per line
+            eprintln!(
+                "{} event(s); next: --after {}",
+                events.len(),
+                page["next"].as_str().unwrap_or("")
+            );
             Ok(())
         }
         EventsCommand::Get {
@@ -319,12 +327,12 @@ pub async fn jobs(cmd: JobsCommand) -> anyhow::Result<()> {
             let v = c.get("/v1/jobs").await?;
             for j in v["jobs"].as_array().cloned().unwrap_or_default() {
                 println!(
-                    "{:>6}  {:<10} {:<10} {}/{}  {}",
-                    j["id"],
+                    "{:>6}  {:<14} {:<10} {}/{}  {}",
+                    cell(&j["id"]),
                     j["kind"].as_str().unwrap_or(""),
                     j["state"].as_str().unwrap_or(""),
-                    j["done"],
-                    j["total"],
+                    cell(&j["done"]),
+                    cell(&j["total"]),
                     j["message"].as_str().unwrap_or("")
                 );
             }
@@ -385,7 +393,7 @@ pub async fn token_list(args: &ClientArgs) -> anyhow::Result<()> {
     for t in v["tokens"].as_array().cloned().unwrap_or_default() {
         println!(
             "{:>5}  {:<24} {:<9} {:<26} {:<12} {}",
-            t["id"],
+            cell(&t["id"]),
             t["name"].as_str().unwrap_or(""),
             t["role"].as_str().unwrap_or(""),
             t["created_at"].as_str().unwrap_or(""),

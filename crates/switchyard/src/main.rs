@@ -95,13 +95,38 @@ enum TokenCommand {
     },
 }
 
+/// Checks that need the store and logging crates: reported with line numbers like the rest.
+fn extra_checks(c: &Config) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let known_scheme = ["sqlite:", "postgres://", "postgresql://"]
+        .iter()
+        .any(|p| c.store.url.starts_with(p));
+    // (an unknown scheme is already reported by the configuration's own checks)
+    if known_scheme && let Err(e) = switchyard_store::check_url(&c.store.url) {
+        let msg = match e {
+            switchyard_store::Error::Url(m) => m,
+            other => other.to_string(),
+        };
+        out.push(("store.url".to_string(), redact_url(&msg)));
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&c.log.level) {
+        out.push(("log.level".to_string(), format!("not a log filter: {e}")));
+    }
+    out
+}
+
 fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
     // A missing default file means "all defaults"; a named file must exist.
     let text_exists = path.exists();
     let result = if !text_exists && path == std::path::Path::new("switchyard.toml") {
-        Config::parse("", "(defaults)", std::env::vars())
+        Config::parse_checked(
+            "",
+            "(no switchyard.toml: defaults)",
+            std::env::vars(),
+            &extra_checks,
+        )
     } else {
-        Config::load(path, std::env::vars())
+        Config::load_checked(path, std::env::vars(), &extra_checks)
     };
     result.map_err(|e| {
         eprint!("{e}");
@@ -118,8 +143,10 @@ pub(crate) fn init_logging(config: &Config, format: Option<LogFormatArg>) {
         Some(LogFormatArg::Text) => false,
         None => config.log.format == LogFormat::Json,
     };
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = if json {
         builder.json().flatten_event(true).try_init()
@@ -168,9 +195,14 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Check => {
             return match load_config(&cli.config) {
                 Ok(c) => {
+                    let name = if cli.config.exists() {
+                        cli.config.display().to_string()
+                    } else {
+                        format!("no {}; the defaults", cli.config.display())
+                    };
                     println!(
                         "{}: configuration is valid (store {}, listening on {})",
-                        cli.config.display(),
+                        name,
                         redact_url(&c.store.url),
                         c.server.listen
                     );

@@ -81,6 +81,34 @@ pub struct Running {
     cancel: CancellationToken,
     tracker: TaskTracker,
     store: SharedStore,
+    _lock: Option<ServerLock>,
+}
+
+/// One server per SQLite file: an exclusive `flock` on `<file>.lock`, held while serving and
+/// released by the kernel when the process ends, even by SIGKILL. (`token create` and
+/// `migrate` do not take it: SQLite's own locking serialises them with the server.)
+pub struct ServerLock(#[allow(dead_code)] std::fs::File);
+
+impl ServerLock {
+    fn take(db: &std::path::Path) -> anyhow::Result<ServerLock> {
+        use std::os::fd::AsRawFd;
+        let path = std::path::PathBuf::from(format!("{}.lock", db.display()));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        // SAFETY: flock on a file descriptor we own; no memory is shared.
+        let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        anyhow::ensure!(
+            r == 0,
+            "another `switchyard serve` is already using {} (lock {} is held)",
+            db.display(),
+            path.display()
+        );
+        Ok(ServerLock(file))
+    }
 }
 
 impl Running {
@@ -101,6 +129,10 @@ pub async fn start(
     cancel: CancellationToken,
 ) -> anyhow::Result<Running> {
     let url = &config.store.url;
+    let lock = match switchyard_store::sqlite_path(url) {
+        Some(db) => Some(ServerLock::take(&db)?),
+        None => None,
+    };
     let store = switchyard_store::open(url, &store_options(config)?)
         .await
         .with_context(|| format!("opening the store {}", redact_url(url)))?;
@@ -166,6 +198,7 @@ pub async fn start(
         cancel,
         tracker,
         store,
+        _lock: lock,
     })
 }
 

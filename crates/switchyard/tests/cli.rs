@@ -239,3 +239,27 @@ fn scaled_clock_continues_the_same_simulated_day_after_restart() {
         "business time advanced only {business}s across the restart"
     );
 }
+
+#[test]
+fn a_second_server_on_the_same_sqlite_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("one.db").display());
+    let mut first = Instance::new(dir.path(), "first", &url, "");
+    first.start();
+    let second = Instance::new(dir.path(), "second", &url, "");
+    let out = second.cmd().arg("serve").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("another `switchyard serve` is already using"),
+        "{}",
+        text(&out.stderr)
+    );
+    // the bootstrap still works beside the running server
+    let token = first.create_token("viewer", "beside");
+    assert!(token.starts_with("sy_"));
+    first.kill9();
+    // the kernel released the lock with the killed process
+    let mut third = Instance::new(dir.path(), "third", &url, "");
+    third.start();
+    assert!(third.sigterm().success());
+}
