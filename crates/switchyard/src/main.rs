@@ -1,6 +1,7 @@
 //! The `switchyard` binary: the CLI and the wiring of every part. Commands that operate a
 //! running server (`events`, `jobs`, `token list|revoke`) are HTTP clients of it; only
-//! `check`, `migrate` and `token create` open the store directly.
+//! `migrate` and `token create` (the bootstrap) open the store directly, and `check`
+//! validates everything, the store URL included, without opening anything.
 
 mod client;
 mod demo;
