@@ -524,6 +524,7 @@ async fn log_is_paged_by_cursor_and_tailed_from_latest() {
 
 #[tokio::test]
 async fn saturated_writer_answers_429_with_retry_after() {
+    use futures::StreamExt;
     let s = Arc::new(
         start_with(
             "",
@@ -534,6 +535,11 @@ async fn saturated_writer_answers_429_with_retry_after() {
             64 * 1024,
         )
         .await,
+    );
+    // Warm the token cache so every request below goes straight to the writer queue.
+    assert_eq!(
+        s.structured(&ce("warm")).await.status(),
+        StatusCode::ACCEPTED
     );
     // Hold the single writer inside a transaction.
     let (inserted_tx, inserted_rx) = tokio::sync::oneshot::channel();
@@ -549,32 +555,57 @@ async fn saturated_writer_answers_429_with_retry_after() {
             .await
     });
     inserted_rx.await.unwrap();
-    // The queue's one slot is taken by a waiting request...
-    let s2 = s.clone();
-    let waiting = tokio::spawn(async move { s2.structured(&ce("queued")).await.status() });
-    let mut saw_429 = false;
-    for i in 0..50 {
-        // ...so further requests are refused at once rather than queued without bound.
-        let r = s.structured(&ce(&format!("refused-{i}"))).await;
-        if r.status() == StatusCode::TOO_MANY_REQUESTS {
-            assert_eq!(r.headers()["retry-after"], "1");
-            problem(r, 429, "ingest-saturated").await;
-            saw_429 = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    // Five senders at once: the queue has room for one, so four must be refused at once
+    // rather than queued without bound.
+    let mut pending: futures::stream::FuturesUnordered<_> = (0..5)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let r = s.structured(&ce(&format!("c{i}"))).await;
+                let retry = r
+                    .headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap().to_string());
+                (r.status(), retry, format!("c{i}"))
+            })
+        })
+        .collect();
+    let mut refused = Vec::new();
+    for _ in 0..4 {
+        let (status, retry, id) = tokio::time::timeout(Duration::from_secs(30), pending.next())
+            .await
+            .expect("four requests must be refused while the writer is held")
+            .unwrap()
+            .unwrap();
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(retry.as_deref(), Some("1"));
+        refused.push(id);
     }
-    assert!(saw_429, "a full writer queue must answer 429");
     release_tx.send(()).unwrap();
     held.await.unwrap().unwrap();
-    assert_eq!(waiting.await.unwrap(), StatusCode::ACCEPTED);
+    let (status, _, queued) = pending.next().await.unwrap().unwrap();
+    assert_eq!(
+        status,
+        StatusCode::ACCEPTED,
+        "the queued request is stored once the writer frees"
+    );
     assert!(
         s.store
-            .find_event("https://shop.example.com", "refused-0")
+            .find_event("https://shop.example.com", &queued)
             .await
             .unwrap()
-            .is_none()
+            .is_some()
     );
+    for id in refused {
+        assert!(
+            s.store
+                .find_event("https://shop.example.com", &id)
+                .await
+                .unwrap()
+                .is_none(),
+            "a refused request stored nothing"
+        );
+    }
 }
 
 #[tokio::test]
