@@ -4,6 +4,7 @@
 pub mod clock;
 pub mod cloudevent;
 pub mod config;
+pub mod jq;
 pub mod secret;
 pub mod token;
 

@@ -64,6 +64,7 @@ pub fn event_json(e: &StoredEvent) -> Value {
         "seq": e.seq,
         "position": e.position,
         "received_at": e.received_at,
+        "keys": e.keys,
         "event": e.event.to_json(),
     })
 }
@@ -79,6 +80,50 @@ pub struct EventsQuery {
     pub subject: Option<String>,
     /// With `source`: the one event with this CloudEvents id.
     pub id: Option<String>,
+    /// Events carrying a business key with this value (any key name unless `key_name`).
+    pub key: Option<String>,
+    pub key_name: Option<String>,
+    /// Received at or after this RFC 3339 time (business time).
+    pub since: Option<String>,
+    /// Received before this RFC 3339 time.
+    pub until: Option<String>,
+}
+
+fn time_param(
+    field: &str,
+    v: Option<&str>,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
+    v.map(|t| {
+        chrono::DateTime::parse_from_rfc3339(t)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .map_err(|e| bad_param(field, format!("\"{t}\" is not an RFC 3339 time: {e}")))
+    })
+    .transpose()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OneQuery {
+    pub source: String,
+    pub id: String,
+}
+
+/// `GET /v1/events/one?source=…&id=…`: the event with this CloudEvents `source` and `id`.
+/// Both go in the query string because both may contain `/`.
+pub async fn get_one_event(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    state.authorize(&headers, Permission::Read).await?;
+    let q: OneQuery = parse_query(raw)?;
+    match state.store.find_event(&q.source, &q.id).await? {
+        Some(e) => Ok(Json(event_json(&e)).into_response()),
+        None => Err(ApiError::new(
+            Problem::NotFound,
+            format!("no event with id \"{}\" from source \"{}\"", q.id, q.source),
+        )),
+    }
 }
 
 /// `GET /v1/events`: the log in commit order, from a cursor.
@@ -109,10 +154,17 @@ pub async fn list_events(
         None => LogPosition::START,
     };
     let limit = check_limit(q.limit, 100, 1000)?;
+    if q.key_name.is_some() && q.key.is_none() {
+        return Err(bad_param("key_name", "only meaningful together with key"));
+    }
     let filter = EventFilter {
+        since: time_param("since", q.since.as_deref())?,
+        until: time_param("until", q.until.as_deref())?,
         source: q.source,
         ty: q.ty,
         subject: q.subject,
+        key: q.key,
+        key_name: q.key_name,
     };
     let page = state.store.read_log(after, limit, &filter).await?;
     let events: Vec<Value> = page.events.iter().map(event_json).collect();

@@ -370,6 +370,7 @@ async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Res
         .map(|p| NewEvent {
             event: p.event,
             received_at,
+            keys: Vec::new(),
         })
         .collect();
     let outcomes = state.store.append_events(events.clone()).await?;

@@ -190,6 +190,7 @@ pub fn router(state: AppState) -> Router {
                 .options(ingest::options_events)
                 .get(api::list_events),
         )
+        .route("/v1/events/one", get(api::get_one_event))
         .route("/v1/events/{seq}", get(api::get_event))
         .route("/v1/tokens", get(api::list_tokens).post(api::create_token))
         .route("/v1/tokens/{id}", axum::routing::delete(api::revoke_token))

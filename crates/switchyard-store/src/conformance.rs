@@ -30,6 +30,7 @@ macro_rules! store_conformance_suite {
             jobs_are_claimed_once,
             orphaned_jobs_are_requeued,
             events_are_purged_in_batches,
+            business_keys_find_events_across_sources,
             closed_store_refuses_writes
         );
     };
@@ -89,6 +90,7 @@ pub fn event(source: &str, id: &str, ty: &str) -> NewEvent {
             .expect("valid test event")
             .event,
         received_at: t0(),
+        keys: Vec::new(),
     }
 }
 
@@ -721,6 +723,146 @@ pub async fn events_are_purged_in_batches(store: SharedStore) {
     assert!(
         matches!(out[0], Appended::Stored { seq } if seq > head.seq),
         "seqs are never reused"
+    );
+}
+
+pub async fn business_keys_find_events_across_sources(store: SharedStore) {
+    let with = |source: &str, id: &str, keys: &[(&str, &str)], minute: i64| {
+        let mut e = event(source, id, "t");
+        e.keys = keys.iter().map(|(n, v)| BusinessKey::new(*n, *v)).collect();
+        e.received_at = t0() + Duration::minutes(minute);
+        e
+    };
+    let batch = vec![
+        with(
+            "https://shop.example.com",
+            "o-1042",
+            &[("shop_order", "#1042")],
+            0,
+        ),
+        // Odoo's sale order carries both names of the order: it links them
+        with(
+            "https://odoo.example.com/sale.order",
+            "so-42",
+            &[("sale_order", "S00042"), ("shop_order", "#1042")],
+            1,
+        ),
+        with(
+            "https://wms.example.com/wh1",
+            "p-17",
+            &[("picking", "WH/OUT/00017"), ("sale_order", "S00042")],
+            2,
+        ),
+        with(
+            "https://wms.example.com/wh1",
+            "p-18",
+            &[("picking", "WH/OUT/00018")],
+            3,
+        ),
+        with(
+            "https://mes.example.com/zurich",
+            "mo-1",
+            &[("production", "Zürich/MO/Ω-7")],
+            4,
+        ),
+        // a duplicate's keys are not added again
+        with(
+            "https://shop.example.com",
+            "o-1042",
+            &[("shop_order", "#9999")],
+            5,
+        ),
+    ];
+    store.append_events(batch).await.unwrap();
+    wait_visible(&store, LogPosition::START, 5).await;
+    let by = |key: &str, name: Option<&str>| EventFilter {
+        key: Some(key.into()),
+        key_name: name.map(str::to_string),
+        ..Default::default()
+    };
+    let ids =
+        |page: LogPage| -> Vec<String> { page.events.into_iter().map(|e| e.event.id).collect() };
+    let order = ids(store
+        .read_log(LogPosition::START, 100, &by("#1042", None))
+        .await
+        .unwrap());
+    assert_eq!(order, vec!["o-1042", "so-42"]);
+    let so = ids(store
+        .read_log(LogPosition::START, 100, &by("S00042", Some("sale_order")))
+        .await
+        .unwrap());
+    assert_eq!(so, vec!["so-42", "p-17"]);
+    assert!(
+        ids(store
+            .read_log(LogPosition::START, 100, &by("S00042", Some("picking")))
+            .await
+            .unwrap())
+        .is_empty()
+    );
+    let slash = ids(store
+        .read_log(LogPosition::START, 100, &by("WH/OUT/00017", None))
+        .await
+        .unwrap());
+    assert_eq!(slash, vec!["p-17"], "keys with / match exactly");
+    let uni = store
+        .read_log(LogPosition::START, 100, &by("Zürich/MO/Ω-7", None))
+        .await
+        .unwrap();
+    assert_eq!(
+        uni.events[0].keys,
+        vec![BusinessKey::new("production", "Zürich/MO/Ω-7")]
+    );
+    assert!(
+        ids(store
+            .read_log(LogPosition::START, 100, &by("#9999", None))
+            .await
+            .unwrap())
+        .is_empty()
+    );
+
+    let so42 = store
+        .find_event("https://odoo.example.com/sale.order", "so-42")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        so42.keys,
+        vec![
+            BusinessKey::new("sale_order", "S00042"),
+            BusinessKey::new("shop_order", "#1042")
+        ],
+        "keys come back sorted by name"
+    );
+    assert_eq!(
+        store.get_event(so42.seq).await.unwrap().unwrap().keys,
+        so42.keys
+    );
+
+    // time range on received_at
+    let range = EventFilter {
+        since: Some(t0() + Duration::minutes(1)),
+        until: Some(t0() + Duration::minutes(3)),
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(store
+            .read_log(LogPosition::START, 100, &range)
+            .await
+            .unwrap()),
+        vec!["so-42", "p-17"]
+    );
+
+    // purging an event removes its keys with it
+    store
+        .purge_events(t0() + Duration::minutes(1), None, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(store
+            .read_log(LogPosition::START, 100, &by("#1042", None))
+            .await
+            .unwrap()),
+        vec!["so-42"]
     );
 }
 

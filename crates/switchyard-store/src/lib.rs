@@ -70,6 +70,25 @@ pub enum Backend {
 pub struct NewEvent {
     pub event: CloudEvent,
     pub received_at: DateTime<Utc>,
+    /// Business keys the event carries (from its source's declared jq extractions).
+    pub keys: Vec<BusinessKey>,
+}
+
+/// One identity of a business object an event carries: `shop_order = "#1042"`,
+/// `picking = "WH/OUT/00017"`. An event may carry several, of one or several names.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct BusinessKey {
+    pub name: String,
+    pub value: String,
+}
+
+impl BusinessKey {
+    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
 }
 
 /// What happened to one appended event.
@@ -144,6 +163,8 @@ pub struct StoredEvent {
     pub position: LogPosition,
     pub received_at: DateTime<Utc>,
     pub event: CloudEvent,
+    /// Sorted by name, then value.
+    pub keys: Vec<BusinessKey>,
 }
 
 /// Narrows a log read. Empty fields match everything.
@@ -152,6 +173,14 @@ pub struct EventFilter {
     pub source: Option<String>,
     pub ty: Option<String>,
     pub subject: Option<String>,
+    /// Events carrying a business key with this value...
+    pub key: Option<String>,
+    /// ...of this name (any name when unset; only used with `key`).
+    pub key_name: Option<String>,
+    /// Received at or after (business time).
+    pub since: Option<DateTime<Utc>>,
+    /// Received before (business time).
+    pub until: Option<DateTime<Utc>>,
 }
 
 /// One page of the log and the position to continue from.

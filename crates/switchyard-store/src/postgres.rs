@@ -20,9 +20,10 @@ use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE events (
     seq BIGSERIAL PRIMARY KEY,
     tx BIGINT NOT NULL DEFAULT (pg_current_xact_id()::text::bigint),
@@ -86,7 +87,20 @@ CREATE TABLE jobs (
 );
 CREATE INDEX jobs_state ON jobs (state, id);
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+CREATE TABLE event_keys (
+    seq BIGINT NOT NULL REFERENCES events (seq) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (seq, name, value)
+);
+CREATE INDEX event_keys_value ON event_keys (value, name);
+"#,
+    ),
+];
 
 /// Serialises migrations between nodes starting at once (a transaction-scoped lock).
 const MIGRATION_LOCK: i64 = 0x5357_5944_4d49_4752; // "SWYDMIGR"
@@ -392,6 +406,29 @@ async fn append_tx(
             out[i] = Some(Appended::Duplicate { seq });
         }
     }
+    let (mut kseq, mut kname, mut kvalue) = (Vec::new(), Vec::new(), Vec::new());
+    for (e, a) in events.iter().zip(&out) {
+        if let Some(Appended::Stored { seq }) = a {
+            for k in &e.keys {
+                kseq.push(*seq);
+                kname.push(k.name.as_str());
+                kvalue.push(k.value.as_str());
+            }
+        }
+    }
+    if !kseq.is_empty() {
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO event_keys (seq, name, value)
+                 SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[])
+                 ON CONFLICT DO NOTHING",
+            )
+            .await
+            .map_err(map_err)?;
+        tx.execute(&stmt, &[&kseq, &kname, &kvalue])
+            .await
+            .map_err(map_err)?;
+    }
     if let Some((inserted_tx, release)) = hold {
         let _ = inserted_tx.send(());
         let _ = release.await;
@@ -410,7 +447,41 @@ fn event_from_row(r: &tokio_postgres::Row) -> Result<StoredEvent> {
         position: LogPosition { tx: r.get(1), seq },
         received_at: from_micros(r.get(2))?,
         event: decode_envelope(r.get::<_, &str>(3))?,
+        keys: Vec::new(),
     })
+}
+
+/// Rows to events, with their business keys read in one more query.
+async fn events_with_keys(
+    c: &deadpool_postgres::Object,
+    rows: &[tokio_postgres::Row],
+) -> Result<Vec<StoredEvent>> {
+    let mut events = rows
+        .iter()
+        .map(event_from_row)
+        .collect::<Result<Vec<_>>>()?;
+    if events.is_empty() {
+        return Ok(events);
+    }
+    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+    let keys = c
+        .query(
+            "SELECT seq, name, value FROM event_keys WHERE seq = ANY($1) ORDER BY seq, name, value",
+            &[&seqs],
+        )
+        .await
+        .map_err(map_err)?;
+    let mut by_seq: HashMap<i64, Vec<BusinessKey>> = HashMap::new();
+    for k in keys {
+        by_seq.entry(k.get(0)).or_default().push(BusinessKey::new(
+            k.get::<_, String>(1),
+            k.get::<_, String>(2),
+        ));
+    }
+    for e in &mut events {
+        e.keys = by_seq.remove(&e.seq).unwrap_or_default();
+    }
+    Ok(events)
 }
 
 const TOKEN_COLS: &str = "id, name, role, hash, created_at, created_by, revoked_at";
@@ -532,26 +603,26 @@ impl Store for PgStore {
 
     async fn get_event(&self, seq: i64) -> Result<Option<StoredEvent>> {
         let c = self.client().await?;
-        c.query_opt(
-            "SELECT seq, tx, received_at, envelope FROM events WHERE seq = $1",
-            &[&seq],
-        )
-        .await
-        .map_err(map_err)?
-        .map(|r| event_from_row(&r))
-        .transpose()
+        let rows = c
+            .query(
+                "SELECT seq, tx, received_at, envelope FROM events WHERE seq = $1",
+                &[&seq],
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(events_with_keys(&c, &rows).await?.pop())
     }
 
     async fn find_event(&self, source: &str, id: &str) -> Result<Option<StoredEvent>> {
         let c = self.client().await?;
-        c.query_opt(
-            "SELECT seq, tx, received_at, envelope FROM events WHERE source = $1 AND event_id = $2",
-            &[&source, &id],
-        )
-        .await
-        .map_err(map_err)?
-        .map(|r| event_from_row(&r))
-        .transpose()
+        let rows = c
+            .query(
+                "SELECT seq, tx, received_at, envelope FROM events WHERE source = $1 AND event_id = $2",
+                &[&source, &id],
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(events_with_keys(&c, &rows).await?.pop())
     }
 
     async fn read_log(
@@ -570,6 +641,10 @@ impl Store for PgStore {
                    AND ($3::text IS NULL OR source = $3)
                    AND ($4::text IS NULL OR type = $4)
                    AND ($5::text IS NULL OR subject = $5)
+                   AND ($7::text IS NULL OR seq IN (SELECT seq FROM event_keys
+                                                    WHERE value = $7 AND ($8::text IS NULL OR name = $8)))
+                   AND ($9::bigint IS NULL OR received_at >= $9)
+                   AND ($10::bigint IS NULL OR received_at < $10)
                  ORDER BY tx, seq LIMIT $6",
             )
             .await
@@ -584,14 +659,15 @@ impl Store for PgStore {
                     &filter.ty,
                     &filter.subject,
                     &limit,
+                    &filter.key,
+                    &filter.key_name,
+                    &filter.since.map(micros),
+                    &filter.until.map(micros),
                 ],
             )
             .await
             .map_err(map_err)?;
-        let events = rows
-            .iter()
-            .map(event_from_row)
-            .collect::<Result<Vec<_>>>()?;
+        let events = events_with_keys(&c, &rows).await?;
         let next = events.last().map_or(after, |e| e.position);
         Ok(LogPage { events, next })
     }

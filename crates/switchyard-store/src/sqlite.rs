@@ -25,9 +25,10 @@ const MAX_GROUP: usize = 1024;
 type Completion = Box<dyn FnOnce(Result<()>) + Send>;
 type WriteJob = Box<dyn FnOnce(&Connection) -> (bool, Completion) + Send>;
 
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     tx INTEGER NOT NULL DEFAULT 0,
@@ -90,7 +91,20 @@ CREATE TABLE jobs (
 );
 CREATE INDEX jobs_state ON jobs (state, id);
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+CREATE TABLE event_keys (
+    seq INTEGER NOT NULL REFERENCES events (seq) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (seq, name, value)
+);
+CREATE INDEX event_keys_value ON event_keys (value, name);
+"#,
+    ),
+];
 
 pub struct SqliteStore {
     path: PathBuf,
@@ -433,12 +447,32 @@ fn spawn_checkpointer(path: PathBuf, stop: std::sync::Arc<AtomicBool>) {
         });
 }
 
-fn row_to_event(seq: i64, tx: i64, received: i64, envelope: &str) -> Result<StoredEvent> {
+fn row_to_event(
+    conn: &Connection,
+    seq: i64,
+    tx: i64,
+    received: i64,
+    envelope: &str,
+) -> Result<StoredEvent> {
+    let mut keys = conn
+        .prepare_cached("SELECT name, value FROM event_keys WHERE seq = ?1 ORDER BY name, value")
+        .map_err(map_err)?;
+    let keys = keys
+        .query_map([seq], |r| {
+            Ok(BusinessKey::new(
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+            ))
+        })
+        .map_err(map_err)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(map_err)?;
     Ok(StoredEvent {
         seq,
         position: LogPosition { tx, seq },
         received_at: from_micros(received)?,
         event: decode_envelope(envelope)?,
+        keys,
     })
 }
 
@@ -472,7 +506,17 @@ fn insert_events(conn: &Connection, events: &[NewEvent]) -> Result<Vec<Appended>
             .optional()
             .map_err(map_err)?;
         out.push(match seq {
-            Some(seq) => Appended::Stored { seq },
+            Some(seq) => {
+                let mut key = conn
+                    .prepare_cached(
+                        "INSERT INTO event_keys (seq, name, value) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                    )
+                    .map_err(map_err)?;
+                for k in &e.keys {
+                    key.execute(params![seq, k.name, k.value]).map_err(map_err)?;
+                }
+                Appended::Stored { seq }
+            }
             None => Appended::Duplicate {
                 seq: existing
                     .query_row(params![ev.source, ev.id], |r| r.get(0))
@@ -649,7 +693,7 @@ impl Store for SqliteStore {
                     .optional()
                 })
                 .map_err(map_err)?
-                .map(|(s, t, rc, e)| row_to_event(s, t, rc, &e))
+                .map(|(s, t, rc, e)| row_to_event(c, s, t, rc, &e))
                 .transpose()
         })
         .await
@@ -668,7 +712,7 @@ impl Store for SqliteStore {
                 .optional()
             })
             .map_err(map_err)?
-            .map(|(s, t, rc, e)| row_to_event(s, t, rc, &e))
+            .map(|(s, t, rc, e)| row_to_event(c, s, t, rc, &e))
             .transpose()
         })
         .await
@@ -690,19 +734,34 @@ impl Store for SqliteStore {
                        AND (?3 IS NULL OR source = ?3)
                        AND (?4 IS NULL OR type = ?4)
                        AND (?5 IS NULL OR subject = ?5)
+                       AND (?7 IS NULL OR seq IN (SELECT seq FROM event_keys
+                                                  WHERE value = ?7 AND (?8 IS NULL OR name = ?8)))
+                       AND (?9 IS NULL OR received_at >= ?9)
+                       AND (?10 IS NULL OR received_at < ?10)
                      ORDER BY tx, seq LIMIT ?6",
                 )
                 .map_err(map_err)?;
             let rows = s
                 .query_map(
-                    params![after.tx, after.seq, f.source, f.ty, f.subject, limit],
+                    params![
+                        after.tx,
+                        after.seq,
+                        f.source,
+                        f.ty,
+                        f.subject,
+                        limit,
+                        f.key,
+                        f.key_name,
+                        f.since.map(micros),
+                        f.until.map(micros)
+                    ],
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, String>(3)?)),
                 )
                 .map_err(map_err)?;
             let mut events = Vec::new();
             for row in rows {
                 let (s, t, rc, e) = row.map_err(map_err)?;
-                events.push(row_to_event(s, t, rc, &e)?);
+                events.push(row_to_event(c, s, t, rc, &e)?);
             }
             let next = events.last().map_or(after, |e| e.position);
             Ok(LogPage { events, next })
