@@ -30,6 +30,9 @@ pub struct Config {
     pub node: NodeConfig,
     #[serde(default)]
     pub clock: ClockConfig,
+    /// Declared sources: CloudEvents senders and named webhook endpoints.
+    #[serde(default)]
+    pub sources: Vec<crate::sources::SourceConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -106,6 +109,9 @@ pub struct IngestConfig {
     /// Origins answered in the CloudEvents webhook validation handshake (`*` = any).
     #[serde(default = "default_allowed_origins")]
     pub allowed_origins: Vec<String>,
+    /// Whether CloudEvents from a `source` no `[[sources]]` entry declares are accepted.
+    #[serde(default = "default_true")]
+    pub accept_undeclared_sources: bool,
 }
 
 impl Default for IngestConfig {
@@ -113,8 +119,13 @@ impl Default for IngestConfig {
         Self {
             max_body_bytes: default_max_body(),
             allowed_origins: default_allowed_origins(),
+            accept_undeclared_sources: true,
         }
     }
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_max_body() -> usize {
@@ -441,7 +452,7 @@ impl Config {
             };
             let extra = extra(c).into_iter().filter(|(k, _)| !broken(k));
             for (path, message) in c.validate(&broken).into_iter().chain(extra) {
-                let segs: Vec<Seg> = path.split('.').map(|s| Seg::Key(s.to_string())).collect();
+                let segs = parse_path(&path);
                 errors.push(describe(&segs, message));
             }
         }
@@ -457,6 +468,9 @@ impl Config {
     /// across keys do not blame one key for another's default.
     fn validate(&self, broken: &dyn Fn(&str) -> bool) -> Vec<(String, String)> {
         let mut out = Vec::new();
+        if let Err(problems) = crate::sources::Sources::compile(self) {
+            out.extend(problems);
+        }
         let url = &self.store.url;
         if !(url.starts_with("sqlite:")
             || url.starts_with("postgres://")
@@ -561,6 +575,27 @@ fn in_file(doc: &toml_edit::Document<&str>, path: &[Seg]) -> bool {
         }
     }
     true
+}
+
+/// `sources[2].keys.order` → [Key(sources), Index(2), Key(keys), Key(order)].
+fn parse_path(path: &str) -> Vec<Seg> {
+    let mut segs = Vec::new();
+    for part in path.split('.') {
+        let mut rest = part;
+        if let Some(i) = rest.find('[') {
+            segs.push(Seg::Key(rest[..i].to_string()));
+            rest = &rest[i..];
+            while let Some(end) = rest.find(']') {
+                if let Ok(n) = rest[1..end].parse() {
+                    segs.push(Seg::Index(n));
+                }
+                rest = &rest[end + 1..];
+            }
+        } else {
+            segs.push(Seg::Key(rest.to_string()));
+        }
+    }
+    segs
 }
 
 fn unknown_field(message: &str) -> Option<String> {

@@ -6,6 +6,7 @@ pub mod cloudevent;
 pub mod config;
 pub mod jq;
 pub mod secret;
+pub mod sources;
 pub mod token;
 
 pub use clock::{Clock, ManualClock, ScaledClock, ScaledOrigin, SharedClock, SystemClock};

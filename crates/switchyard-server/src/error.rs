@@ -17,6 +17,10 @@ pub enum Problem {
     Invalid,
     Unauthenticated,
     Forbidden,
+    /// A CloudEvents `source` no `[[sources]]` entry declares, with undeclared senders refused.
+    UndeclaredSource,
+    /// A webhook's signature, timestamp or token does not verify.
+    InvalidSignature,
     NotFound,
     MethodNotAllowed,
     Conflict,
@@ -37,6 +41,8 @@ impl Problem {
             Problem::Invalid => "invalid-request",
             Problem::Unauthenticated => "unauthenticated",
             Problem::Forbidden => "forbidden",
+            Problem::UndeclaredSource => "undeclared-source",
+            Problem::InvalidSignature => "invalid-signature",
             Problem::NotFound => "not-found",
             Problem::MethodNotAllowed => "method-not-allowed",
             Problem::Conflict => "conflict",
@@ -53,7 +59,9 @@ impl Problem {
         match self {
             Problem::Malformed | Problem::Invalid => StatusCode::BAD_REQUEST,
             Problem::Unauthenticated => StatusCode::UNAUTHORIZED,
-            Problem::Forbidden => StatusCode::FORBIDDEN,
+            Problem::Forbidden | Problem::UndeclaredSource | Problem::InvalidSignature => {
+                StatusCode::FORBIDDEN
+            }
             Problem::NotFound => StatusCode::NOT_FOUND,
             Problem::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Problem::Conflict => StatusCode::CONFLICT,
@@ -71,6 +79,8 @@ impl Problem {
             Problem::Invalid => "The request is not valid",
             Problem::Unauthenticated => "A valid API token is required",
             Problem::Forbidden => "Not allowed",
+            Problem::UndeclaredSource => "The event's source is not declared",
+            Problem::InvalidSignature => "The request's signature does not verify",
             Problem::NotFound => "Not found",
             Problem::MethodNotAllowed => "Method not allowed",
             Problem::Conflict => "Conflict with the current state",
@@ -83,11 +93,13 @@ impl Problem {
         }
     }
 
-    pub const ALL: [Problem; 13] = [
+    pub const ALL: [Problem; 15] = [
         Problem::Malformed,
         Problem::Invalid,
         Problem::Unauthenticated,
         Problem::Forbidden,
+        Problem::UndeclaredSource,
+        Problem::InvalidSignature,
         Problem::NotFound,
         Problem::MethodNotAllowed,
         Problem::Conflict,

@@ -18,7 +18,7 @@ use switchyard_core::cloudevent::{
     self, CloudEvent, Data, Parsed, RawAttributes, Violation, is_json_media_type,
 };
 use switchyard_core::token::Permission;
-use switchyard_store::{Appended, NewEvent};
+use switchyard_store::{Appended, BusinessKey, NewEvent};
 
 /// How a request carries its events (CloudEvents HTTP protocol binding, section 3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -324,6 +324,68 @@ pub fn parse_request(
     }
 }
 
+/// The declared source's business keys for an event; refuses undeclared sources when the
+/// configuration says so. A key program that fails does not lose the event: it is stored
+/// without that key and the sender is warned (the failure is also logged and counted).
+pub fn source_keys(
+    state: &AppState,
+    event: &CloudEvent,
+    index: Option<usize>,
+    warnings: &mut Vec<FieldError>,
+) -> Result<Vec<BusinessKey>, ApiError> {
+    let Some(source) = state.sources.for_cloudevent(&event.source) else {
+        if state.sources.accept_undeclared {
+            return Ok(Vec::new());
+        }
+        return Err(ApiError::new(
+            Problem::UndeclaredSource,
+            format!(
+                "source \"{}\" is not declared in [[sources]] and undeclared sources are refused; nothing was stored",
+                event.source
+            ),
+        )
+        .with_errors(vec![FieldError {
+            index,
+            field: "source".into(),
+            pointer: Some(match index {
+                Some(i) => format!("/{i}/source"),
+                None => "/source".into(),
+            }),
+            header: None,
+            detail: "not declared".into(),
+        }]));
+    };
+    keys_of(source, event, index, warnings)
+}
+
+/// A source's business keys for an event (see [`source_keys`]).
+pub fn keys_of(
+    source: &switchyard_core::sources::Source,
+    event: &CloudEvent,
+    index: Option<usize>,
+    warnings: &mut Vec<FieldError>,
+) -> Result<Vec<BusinessKey>, ApiError> {
+    match source.extract_keys(event) {
+        Ok(keys) => Ok(keys
+            .into_iter()
+            .map(|(n, v)| BusinessKey::new(n, v))
+            .collect()),
+        Err(e) => {
+            metrics::counter!("switchyard_ingest_key_errors_total", "source" => source.name.clone())
+                .increment(1);
+            tracing::warn!(event_id = %event.id, source = %event.source, error = %e, "business key extraction failed; event stored without keys");
+            warnings.push(FieldError {
+                index,
+                field: "keys".into(),
+                pointer: None,
+                header: None,
+                detail: e,
+            });
+            Ok(Vec::new())
+        }
+    }
+}
+
 fn outcome_json(event: &CloudEvent, a: Appended) -> Value {
     let (status, seq) = match a {
         Appended::Stored { seq } => ("stored", seq),
@@ -354,7 +416,7 @@ async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Res
     let bytes = read_limited(headers, body, state.limits.max_body_bytes).await?;
     let parsed = parse_request(mode, headers, &bytes)?;
     let received_at = state.clock.now();
-    let warnings: Vec<FieldError> = parsed
+    let mut warnings: Vec<FieldError> = parsed
         .iter()
         .enumerate()
         .flat_map(|(i, p)| {
@@ -365,14 +427,16 @@ async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Res
             )
         })
         .collect();
-    let events: Vec<NewEvent> = parsed
-        .into_iter()
-        .map(|p| NewEvent {
+    let mut events = Vec::with_capacity(parsed.len());
+    for (i, p) in parsed.into_iter().enumerate() {
+        let index = (mode == Mode::Batch).then_some(i);
+        let keys = source_keys(state, &p.event, index, &mut warnings)?;
+        events.push(NewEvent {
             event: p.event,
             received_at,
-            keys: Vec::new(),
-        })
-        .collect();
+            keys,
+        });
+    }
     let outcomes = state.store.append_events(events.clone()).await?;
 
     let mut stored = 0u64;

@@ -10,6 +10,7 @@ pub mod error;
 pub mod ingest;
 pub mod jobs;
 pub mod node;
+pub mod webhooks;
 
 use crate::error::{ApiError, Problem};
 use axum::Router;
@@ -22,6 +23,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use switchyard_core::SharedClock;
+use switchyard_core::sources::Sources;
 use switchyard_core::token::Permission;
 use switchyard_store::SharedStore;
 use tokio_util::sync::CancellationToken;
@@ -44,6 +46,7 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     pub node_id: Arc<str>,
     pub metrics: PrometheusHandle,
+    pub sources: Arc<Sources>,
 }
 
 impl AppState {
@@ -55,7 +58,14 @@ impl AppState {
             limits: Arc::new(limits),
             node_id: Arc::from(node_id),
             metrics: metrics_handle(),
+            sources: Arc::new(Sources::default()),
         }
+    }
+
+    /// The declared sources (default: none, undeclared senders accepted).
+    pub fn with_sources(mut self, sources: Sources) -> Self {
+        self.sources = Arc::new(sources);
+        self
     }
 
     pub async fn authorize(
@@ -191,6 +201,11 @@ pub fn router(state: AppState) -> Router {
                 .get(api::list_events),
         )
         .route("/v1/events/one", get(api::get_one_event))
+        .route("/v1/webhooks/{name}", axum::routing::post(webhooks::post))
+        .route(
+            "/v1/webhooks/{name}/{token}",
+            axum::routing::post(webhooks::post_with_token),
+        )
         .route("/v1/events/{seq}", get(api::get_event))
         .route("/v1/tokens", get(api::list_tokens).post(api::create_token))
         .route("/v1/tokens/{id}", axum::routing::delete(api::revoke_token))

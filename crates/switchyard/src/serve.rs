@@ -156,6 +156,10 @@ pub async fn start(
             allowed_origins: config.ingest.allowed_origins.clone(),
         },
         &node,
+    )
+    .with_sources(
+        switchyard_core::sources::Sources::compile(config)
+            .map_err(|p| anyhow::anyhow!("sources: {p:?}"))?,
     );
 
     let heartbeat = Heartbeat {

@@ -1,0 +1,592 @@
+//! Declared sources: who may send events, how a vendor webhook becomes a CloudEvent, and
+//! which business keys each source's events carry.
+//!
+//! Flows and workflows match on the CloudEvents `source` and `type` a source produces,
+//! never on its endpoint name, so a system can move from webhooks to CloudEvents without
+//! changing them. Everything here is compiled once from the configuration (jq programs
+//! included), so `switchyard check` reports every problem before anything runs.
+
+use crate::config::Config;
+use crate::jq::{Jq, as_text};
+use crate::{CloudEvent, Secret};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashSet};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Unique name; a webhook source's endpoint is `/v1/webhooks/<name>`.
+    pub name: String,
+    pub kind: SourceKind,
+    /// `cloudevents`: the CloudEvents `source` this entry covers, exactly, or every source
+    /// starting with a prefix written with a trailing `*`. `webhook`: the `source` stamped
+    /// on the events it produces (a URI).
+    pub source: String,
+    /// Business keys: name → jq program over the event in CloudEvents JSON form
+    /// (`.data.order_number`, `.subject`).
+    #[serde(default)]
+    pub keys: BTreeMap<String, String>,
+    /// Webhooks only: how requests are authenticated.
+    pub verify: Option<VerifyConfig>,
+    /// Webhooks only: how the CloudEvents attributes are found.
+    pub event: Option<EventMapping>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    Cloudevents,
+    Webhook,
+}
+
+/// How a webhook request proves where it comes from. Several secrets may be listed so a
+/// rotation never drops a request: any one of them verifies.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum VerifyConfig {
+    /// HMAC-SHA256 of the raw body in a header (Shopify: `X-Shopify-Hmac-Sha256`, base64;
+    /// GitHub-style `sha256=<hex>` with `prefix = "sha256="`). A header may carry several
+    /// signatures separated by commas or spaces.
+    HmacSha256 {
+        header: String,
+        #[serde(default)]
+        encoding: SignatureEncoding,
+        #[serde(default)]
+        prefix: Option<String>,
+        secrets: Vec<Secret>,
+    },
+    /// Stripe style: `Stripe-Signature: t=<unix>,v1=<hex>[,v1=<hex>]`, HMAC over
+    /// `<t>.<body>`, with a tolerance window on the timestamp.
+    Stripe {
+        #[serde(default = "stripe_header")]
+        header: String,
+        secrets: Vec<Secret>,
+        #[serde(default = "default_tolerance")]
+        tolerance_seconds: u64,
+    },
+    /// Standard Webhooks: `webhook-id`, `webhook-timestamp`, `webhook-signature`
+    /// (`v1,<base64>` entries), HMAC over `<id>.<timestamp>.<body>` with a `whsec_` secret.
+    StandardWebhooks {
+        secrets: Vec<Secret>,
+        #[serde(default = "default_tolerance")]
+        tolerance_seconds: u64,
+    },
+    /// `Authorization: Bearer <secret>`.
+    Bearer { secrets: Vec<Secret> },
+    /// A secret path segment, `/v1/webhooks/<name>/<secret>`, for senders that cannot sign.
+    PathToken { secrets: Vec<Secret> },
+}
+
+impl VerifyConfig {
+    pub fn secrets(&self) -> &[Secret] {
+        match self {
+            VerifyConfig::HmacSha256 { secrets, .. }
+            | VerifyConfig::Stripe { secrets, .. }
+            | VerifyConfig::StandardWebhooks { secrets, .. }
+            | VerifyConfig::Bearer { secrets }
+            | VerifyConfig::PathToken { secrets } => secrets,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureEncoding {
+    #[default]
+    Base64,
+    Hex,
+}
+
+fn stripe_header() -> String {
+    "Stripe-Signature".into()
+}
+fn default_tolerance() -> u64 {
+    300
+}
+
+/// Where a webhook event's attributes come from: `header:<Name>` or a jq program over the
+/// body (`.id`, `"shop.order." + $headers["x-shopify-topic"]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventMapping {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub ty: String,
+    pub subject: Option<String>,
+    pub time: Option<String>,
+}
+
+/// One compiled attribute extraction.
+#[derive(Debug, Clone)]
+pub enum Extract {
+    /// A request header (name lower-cased).
+    Header(String),
+    /// jq over the body, with `$headers` (lower-cased names → values).
+    Jq(Jq),
+}
+
+impl Extract {
+    fn parse(s: &str) -> Result<Extract, String> {
+        match s.strip_prefix("header:") {
+            Some(h) if !h.trim().is_empty() => Ok(Extract::Header(h.trim().to_ascii_lowercase())),
+            Some(_) => Err("`header:` needs a header name".into()),
+            None => Jq::compile(s, &["$headers"]).map(Extract::Jq),
+        }
+    }
+
+    /// The attribute's text, or `None` if the header is absent or jq yields nothing.
+    pub fn eval(&self, body: &Value, headers: &Value) -> Result<Option<String>, String> {
+        match self {
+            Extract::Header(h) => Ok(headers.get(h).and_then(Value::as_str).map(str::to_string)),
+            Extract::Jq(jq) => match jq.first(body, std::slice::from_ref(headers))? {
+                None => Ok(None),
+                Some(v) => as_text(&v)
+                    .map(Some)
+                    .ok_or_else(|| format!("`{}` yields {v}, not a string or number", jq.code())),
+            },
+        }
+    }
+}
+
+/// A compiled webhook mapping.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    pub verify: VerifyConfig,
+    pub id: Extract,
+    pub ty: Extract,
+    pub subject: Option<Extract>,
+    pub time: Option<Extract>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SourcePattern {
+    Exact(String),
+    Prefix(String),
+}
+
+impl SourcePattern {
+    fn matches(&self, source: &str) -> bool {
+        match self {
+            SourcePattern::Exact(s) => s == source,
+            SourcePattern::Prefix(p) => source.starts_with(p.as_str()),
+        }
+    }
+}
+
+/// A declared source, compiled.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub name: String,
+    pub kind: SourceKind,
+    pub pattern: SourcePattern,
+    pub keys: Vec<(String, Jq)>,
+    pub webhook: Option<Webhook>,
+}
+
+impl Source {
+    /// The business keys `event` carries: every non-null text output of each key's program,
+    /// sorted and without repeats. A program that fails is an error naming the key.
+    pub fn extract_keys(&self, event: &CloudEvent) -> Result<Vec<(String, String)>, String> {
+        if self.keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let json = event.to_json();
+        let mut out = Vec::new();
+        for (name, jq) in &self.keys {
+            for v in jq.run(&json, &[]).map_err(|e| format!("key {name}: {e}"))? {
+                match v {
+                    Value::Null => {}
+                    Value::Array(items) => {
+                        // several values of one key (an invoice for several orders)
+                        for item in items.iter().filter(|i| !i.is_null()) {
+                            out.push((name.clone(), key_text(name, item)?));
+                        }
+                    }
+                    other => out.push((name.clone(), key_text(name, &other)?)),
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+}
+
+fn key_text(name: &str, v: &Value) -> Result<String, String> {
+    match as_text(v) {
+        Some(s) if !s.is_empty() && s.len() <= 512 => Ok(s),
+        Some(s) if s.is_empty() => Err(format!("key {name}: the value is empty")),
+        Some(_) => Err(format!("key {name}: the value is longer than 512 bytes")),
+        None => Err(format!("key {name}: {v} is not a string or number")),
+    }
+}
+
+/// Every declared source, and what to do with undeclared CloudEvents senders.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    pub accept_undeclared: bool,
+    sources: Vec<Source>,
+}
+
+impl Default for Sources {
+    /// Nothing declared, undeclared senders accepted (the configuration's default).
+    fn default() -> Self {
+        Sources {
+            accept_undeclared: true,
+            sources: Vec::new(),
+        }
+    }
+}
+
+fn is_name(s: &str, extra: &[u8]) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || extra.contains(&b))
+}
+
+impl Sources {
+    /// Compiles the `[[sources]]` of a configuration; every problem is listed as
+    /// (`sources[i].key`, message).
+    pub fn compile(config: &Config) -> Result<Sources, Vec<(String, String)>> {
+        let mut problems = Vec::new();
+        let mut names = HashSet::new();
+        let mut patterns = HashSet::new();
+        let mut sources = Vec::new();
+        for (i, sc) in config.sources.iter().enumerate() {
+            let at = |k: &str| format!("sources[{i}].{k}");
+            if !is_name(&sc.name, b"-_") {
+                problems.push((
+                    at("name"),
+                    "must be 1 to 64 of a-z, 0-9, '-' and '_'".into(),
+                ));
+            } else if !names.insert(sc.name.clone()) {
+                problems.push((at("name"), format!("\"{}\" is declared twice", sc.name)));
+            }
+            let pattern = match sc.source.strip_suffix('*') {
+                Some(prefix) if sc.kind == SourceKind::Cloudevents => {
+                    SourcePattern::Prefix(prefix.to_string())
+                }
+                _ => SourcePattern::Exact(sc.source.clone()),
+            };
+            let raw = match &pattern {
+                SourcePattern::Exact(s) | SourcePattern::Prefix(s) => s.clone(),
+            };
+            if raw.is_empty() || raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                problems.push((at("source"), "must be a non-empty URI-reference".into()));
+            } else if !patterns.insert(pattern.clone()) {
+                problems.push((
+                    at("source"),
+                    format!("\"{}\" is declared by another source", sc.source),
+                ));
+            }
+            let mut keys = Vec::new();
+            for (name, code) in &sc.keys {
+                if !is_name(name, b"_") {
+                    problems.push((
+                        at(&format!("keys.{name}")),
+                        "key names are a-z, 0-9 and '_'".into(),
+                    ));
+                }
+                match Jq::compile(code, &[]) {
+                    Ok(jq) => keys.push((name.clone(), jq)),
+                    Err(e) => problems.push((at(&format!("keys.{name}")), e)),
+                }
+            }
+            let webhook = match sc.kind {
+                SourceKind::Cloudevents => {
+                    if sc.verify.is_some() {
+                        problems.push((at("verify"), "only webhook sources verify requests; CloudEvents senders use API tokens".into()));
+                    }
+                    if sc.event.is_some() {
+                        problems.push((
+                            at("event"),
+                            "only webhook sources map requests to events".into(),
+                        ));
+                    }
+                    None
+                }
+                SourceKind::Webhook => {
+                    let verify = match &sc.verify {
+                        Some(v) => {
+                            check_verify(v, &at("verify"), &mut problems);
+                            Some(v.clone())
+                        }
+                        None => {
+                            problems.push((
+                                at("verify"),
+                                "a webhook source must say how requests are verified".into(),
+                            ));
+                            None
+                        }
+                    };
+                    let mapping = match &sc.event {
+                        Some(m) => {
+                            let before = problems.len();
+                            let mut ex = |k: &str, s: &str| match Extract::parse(s) {
+                                Ok(e) => Some(e),
+                                Err(e) => {
+                                    problems.push((at(&format!("event.{k}")), e));
+                                    None
+                                }
+                            };
+                            let id = ex("id", &m.id);
+                            let ty = ex("type", &m.ty);
+                            let subject = m.subject.as_deref().and_then(|s| ex("subject", s));
+                            let time = m.time.as_deref().and_then(|s| ex("time", s));
+                            match (id, ty) {
+                                (Some(id), Some(ty)) if problems.len() == before => {
+                                    Some((id, ty, subject, time))
+                                }
+                                _ => None,
+                            }
+                        }
+                        None => {
+                            problems.push((
+                                at("event"),
+                                "a webhook source needs [sources.event] with at least id and type"
+                                    .into(),
+                            ));
+                            None
+                        }
+                    };
+                    match (verify, mapping) {
+                        (Some(verify), Some((id, ty, subject, time))) => Some(Webhook {
+                            verify,
+                            id,
+                            ty,
+                            subject,
+                            time,
+                        }),
+                        _ => None,
+                    }
+                }
+            };
+            sources.push(Source {
+                name: sc.name.clone(),
+                kind: sc.kind,
+                pattern,
+                keys,
+                webhook,
+            });
+        }
+        if problems.is_empty() {
+            Ok(Sources {
+                accept_undeclared: config.ingest.accept_undeclared_sources,
+                sources,
+            })
+        } else {
+            Err(problems)
+        }
+    }
+
+    pub fn all(&self) -> &[Source] {
+        &self.sources
+    }
+
+    /// The declared CloudEvents source covering `source`: an exact declaration first, then
+    /// the longest matching prefix.
+    pub fn for_cloudevent(&self, source: &str) -> Option<&Source> {
+        let ce = self
+            .sources
+            .iter()
+            .filter(|s| s.kind == SourceKind::Cloudevents);
+        ce.clone()
+            .find(|s| s.pattern == SourcePattern::Exact(source.to_string()))
+            .or_else(|| {
+                ce.filter(|s| s.pattern.matches(source))
+                    .max_by_key(|s| match &s.pattern {
+                        SourcePattern::Prefix(p) => p.len(),
+                        SourcePattern::Exact(_) => 0,
+                    })
+            })
+    }
+
+    pub fn webhook(&self, name: &str) -> Option<&Source> {
+        self.sources
+            .iter()
+            .find(|s| s.kind == SourceKind::Webhook && s.name == name)
+    }
+}
+
+fn check_verify(v: &VerifyConfig, at: &str, problems: &mut Vec<(String, String)>) {
+    if v.secrets().is_empty() {
+        problems.push((format!("{at}.secrets"), "list at least one secret".into()));
+    }
+    for (j, s) in v.secrets().iter().enumerate() {
+        match s.expose() {
+            Err(e) => problems.push((format!("{at}.secrets[{j}]"), e.to_string())),
+            Ok(value) if value.is_empty() => {
+                problems.push((format!("{at}.secrets[{j}]"), "the secret is empty".into()))
+            }
+            Ok(value) => {
+                if let VerifyConfig::StandardWebhooks { .. } = v
+                    && standard_webhooks_key(&value).is_none()
+                {
+                    problems.push((
+                        format!("{at}.secrets[{j}]"),
+                        "a Standard Webhooks secret is `whsec_` followed by base64".into(),
+                    ));
+                }
+            }
+        }
+    }
+    match v {
+        VerifyConfig::Stripe {
+            tolerance_seconds, ..
+        }
+        | VerifyConfig::StandardWebhooks {
+            tolerance_seconds, ..
+        } if *tolerance_seconds == 0 => {
+            problems.push((
+                format!("{at}.tolerance_seconds"),
+                "must be at least 1".into(),
+            ));
+        }
+        VerifyConfig::HmacSha256 { header, .. } | VerifyConfig::Stripe { header, .. }
+            if header.trim().is_empty() =>
+        {
+            problems.push((format!("{at}.header"), "must name a header".into()));
+        }
+        _ => {}
+    }
+}
+
+/// The HMAC key of a Standard Webhooks secret (`whsec_<base64>`).
+pub fn standard_webhooks_key(secret: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let b64 = secret.strip_prefix("whsec_").unwrap_or(secret);
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .ok()
+        .filter(|k| !k.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Result<Config, crate::config::ConfigErrors> {
+        Config::parse(text, "t.toml", Vec::new())
+    }
+
+    #[test]
+    fn cloudevents_sources_match_exactly_then_by_longest_prefix() {
+        let c = config(
+            r#"
+[[sources]]
+name = "wms"
+kind = "cloudevents"
+source = "https://wms.example.com/*"
+[[sources]]
+name = "wms-wh1"
+kind = "cloudevents"
+source = "https://wms.example.com/wh1/*"
+[[sources]]
+name = "shop"
+kind = "cloudevents"
+source = "https://shop.example.com"
+keys = { shop_order = ".data.order" }
+"#,
+        )
+        .unwrap();
+        let s = Sources::compile(&c).unwrap();
+        assert_eq!(
+            s.for_cloudevent("https://wms.example.com/wh2")
+                .unwrap()
+                .name,
+            "wms"
+        );
+        assert_eq!(
+            s.for_cloudevent("https://wms.example.com/wh1/x")
+                .unwrap()
+                .name,
+            "wms-wh1"
+        );
+        assert_eq!(
+            s.for_cloudevent("https://shop.example.com").unwrap().name,
+            "shop"
+        );
+        assert!(s.for_cloudevent("https://shop.example.com/other").is_none());
+        assert!(s.accept_undeclared);
+    }
+
+    #[test]
+    fn every_source_problem_is_reported_with_its_line() {
+        let e = config(
+            r#"
+[[sources]]
+name = "Shop Orders"
+kind = "webhook"
+source = "https://shop.example.com"
+keys = { order = ".data.[" }
+
+[[sources]]
+name = "wms"
+kind = "cloudevents"
+source = "https://wms.example.com/*"
+[sources.verify]
+kind = "bearer"
+secrets = ["env:SWITCHYARD_TEST_UNSET_SECRET"]
+"#,
+        )
+        .unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("t.toml:3:1: sources[0].name: must be"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sources[0].keys.order: jq syntax error"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sources[0].verify: a webhook source must say"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sources[0].event: a webhook source needs"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sources[1].verify: only webhook sources verify"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn keys_are_extracted_from_the_event() {
+        let c = config(
+            r#"
+[[sources]]
+name = "odoo"
+kind = "cloudevents"
+source = "https://odoo.example.com/*"
+keys = { sale_order = ".data.name", shop_order = ".data.origin", invoice_of = ".data.orders" }
+"#,
+        )
+        .unwrap();
+        let s = Sources::compile(&c).unwrap();
+        let ev = CloudEvent::from_json(serde_json::json!({
+            "specversion": "1.0", "id": "1", "source": "https://odoo.example.com/sale.order", "type": "t",
+            "data": {"name": "S00042", "origin": "#1042", "orders": ["S00042", "S00043", null]}
+        }))
+        .unwrap()
+        .event;
+        let keys = s
+            .for_cloudevent(&ev.source)
+            .unwrap()
+            .extract_keys(&ev)
+            .unwrap();
+        assert_eq!(
+            keys,
+            vec![
+                ("invoice_of".to_string(), "S00042".to_string()),
+                ("invoice_of".into(), "S00043".into()),
+                ("sale_order".into(), "S00042".into()),
+                ("shop_order".into(), "#1042".into()),
+            ]
+        );
+    }
+}
