@@ -12,7 +12,7 @@ use serde::Deserialize;
 use std::time::Duration;
 use switchyard_core::SharedClock;
 use switchyard_core::token::Permission;
-use switchyard_store::{JobRecord, JobState, SharedStore};
+use switchyard_store::{JobRecord, JobState, SharedStore, SourceScope};
 use tokio_util::sync::CancellationToken;
 
 /// How often an idle runner looks for queued jobs.
@@ -159,9 +159,13 @@ impl JobRunner {
         cancel: &CancellationToken,
     ) -> Result<Option<String>, String> {
         let p = PurgeParams::from_json(&job.params).map_err(|e| e.detail)?;
+        let scope = match &p.source {
+            Some(s) => SourceScope::only(s),
+            None => SourceScope::all(),
+        };
         let total = self
             .store
-            .count_events_before(p.before, p.source.as_deref())
+            .count_events_before(p.before, &scope)
             .await
             .map_err(|e| e.to_string())?;
         let mut done = 0i64;
@@ -172,7 +176,7 @@ impl JobRunner {
             }
             let n = self
                 .store
-                .purge_events(p.before, p.source.as_deref(), PURGE_BATCH)
+                .purge_events(p.before, &scope, PURGE_BATCH)
                 .await
                 .map_err(|e| e.to_string())?;
             if n == 0 {

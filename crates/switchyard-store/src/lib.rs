@@ -165,6 +165,8 @@ pub struct StoredEvent {
     pub event: CloudEvent,
     /// Sorted by name, then value.
     pub keys: Vec<BusinessKey>,
+    /// Retention dropped this event's data and keys; its attributes remain.
+    pub payload_purged: bool,
 }
 
 /// Narrows a log read. Empty fields match everything.
@@ -181,6 +183,73 @@ pub struct EventFilter {
     pub since: Option<DateTime<Utc>>,
     /// Received before (business time).
     pub until: Option<DateTime<Utc>>,
+}
+
+/// Which sources an operation applies to: those equal to one of `exact` or starting with
+/// one of `prefixes`, or, with `invert`, every other source. `SourceScope::all()` is every
+/// source.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceScope {
+    pub exact: Vec<String>,
+    pub prefixes: Vec<String>,
+    pub invert: bool,
+}
+
+impl SourceScope {
+    pub fn all() -> Self {
+        SourceScope {
+            invert: true,
+            ..Default::default()
+        }
+    }
+
+    pub fn only(source: &str) -> Self {
+        SourceScope {
+            exact: vec![source.to_string()],
+            ..Default::default()
+        }
+    }
+
+    /// The SQL condition on column `source`, with its parameters; `prefix_cond(i)` writes
+    /// the backend's "starts with parameter i" and `ph(i)` a placeholder, from `first`.
+    pub(crate) fn sql(
+        &self,
+        first: usize,
+        ph: impl Fn(usize) -> String,
+        prefix_cond: impl Fn(usize) -> String,
+    ) -> (String, Vec<String>) {
+        let mut conds = Vec::new();
+        let mut params = Vec::new();
+        for e in &self.exact {
+            conds.push(format!("source = {}", ph(first + params.len())));
+            params.push(e.clone());
+        }
+        for p in &self.prefixes {
+            conds.push(prefix_cond(first + params.len()));
+            params.push(p.clone());
+        }
+        let any = if conds.is_empty() {
+            "1 = 0".to_string()
+        } else {
+            format!("({})", conds.join(" OR "))
+        };
+        let cond = if self.invert {
+            format!("NOT {any}")
+        } else {
+            any
+        };
+        (cond, params)
+    }
+}
+
+/// How much one CloudEvents source occupies in the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceUsage {
+    pub source: String,
+    pub events: i64,
+    /// Events whose payload retention already dropped.
+    pub payloads_purged: i64,
+    pub bytes: i64,
 }
 
 /// One page of the log and the position to continue from.
@@ -335,18 +404,32 @@ pub trait Store: Send + Sync + 'static {
 
     async fn count_events(&self) -> Result<i64>;
 
-    /// Deletes up to `limit` of the oldest events received before `before` (from `source`
-    /// only, if given) and returns how many. Positions of deleted events are never reused.
+    /// Deletes up to `limit` of the oldest events received before `before` whose source is
+    /// in `scope`, keys included, and returns how many. Their `(source, id)` is forgotten
+    /// too: a later event with the same id is stored as new. Positions are never reused.
     async fn purge_events(
         &self,
         before: DateTime<Utc>,
-        source: Option<&str>,
+        scope: &SourceScope,
         limit: usize,
     ) -> Result<u64>;
 
     /// How many events `purge_events` would delete in all.
-    async fn count_events_before(&self, before: DateTime<Utc>, source: Option<&str>)
-    -> Result<i64>;
+    async fn count_events_before(&self, before: DateTime<Utc>, scope: &SourceScope) -> Result<i64>;
+
+    /// Retention's first stage: drops the data (payload) of up to `limit` events received
+    /// before `before` in `scope`, keeping the slim row (source, id, type, subject, times,
+    /// business keys), so a late retry is still recognised as a duplicate and the event can
+    /// still be traced by key. Returns how many.
+    async fn purge_payloads(
+        &self,
+        before: DateTime<Utc>,
+        scope: &SourceScope,
+        limit: usize,
+    ) -> Result<u64>;
+
+    /// Stored events and bytes per CloudEvents `source` (bytes: the stored envelopes).
+    async fn usage_by_source(&self) -> Result<Vec<SourceUsage>>;
 
     /// The position of the newest event a reader can see now (`START` if none): reading
     /// after it returns only events committed later (`events tail`).

@@ -100,6 +100,12 @@ CREATE TABLE event_keys (
 CREATE INDEX event_keys_value ON event_keys (value, name);
 "#,
     ),
+    (
+        3,
+        r#"
+ALTER TABLE events ADD COLUMN payload_purged BOOLEAN NOT NULL DEFAULT false;
+"#,
+    ),
 ];
 
 /// Serialises migrations between nodes starting at once (a transaction-scoped lock).
@@ -179,6 +185,15 @@ fn map_err(e: tokio_postgres::Error) -> Error {
 
 fn pool_err(e: deadpool_postgres::PoolError) -> Error {
     Error::Unavailable(format!("no database connection: {e}"))
+}
+
+/// A source scope as a PostgreSQL condition with numbered parameters from `first`.
+fn pg_scope(scope: &SourceScope, first: usize) -> (String, Vec<String>) {
+    scope.sql(
+        first,
+        |i| format!("${i}"),
+        |i| format!("starts_with(source, ${i})"),
+    )
 }
 
 /// Checks a PostgreSQL URL's syntax and parameters without connecting.
@@ -448,6 +463,7 @@ fn event_from_row(r: &tokio_postgres::Row) -> Result<StoredEvent> {
         received_at: from_micros(r.get(2))?,
         event: decode_envelope(r.get::<_, &str>(3))?,
         keys: Vec::new(),
+        payload_purged: r.get(4),
     })
 }
 
@@ -605,7 +621,7 @@ impl Store for PgStore {
         let c = self.client().await?;
         let rows = c
             .query(
-                "SELECT seq, tx, received_at, envelope FROM events WHERE seq = $1",
+                "SELECT seq, tx, received_at, envelope, payload_purged FROM events WHERE seq = $1",
                 &[&seq],
             )
             .await
@@ -617,7 +633,7 @@ impl Store for PgStore {
         let c = self.client().await?;
         let rows = c
             .query(
-                "SELECT seq, tx, received_at, envelope FROM events WHERE source = $1 AND event_id = $2",
+                "SELECT seq, tx, received_at, envelope, payload_purged FROM events WHERE source = $1 AND event_id = $2",
                 &[&source, &id],
             )
             .await
@@ -635,7 +651,7 @@ impl Store for PgStore {
         let limit = limit.clamp(1, 10_000) as i64;
         let stmt = c
             .prepare_cached(
-                "SELECT seq, tx, received_at, envelope FROM events
+                "SELECT seq, tx, received_at, envelope, payload_purged FROM events
                  WHERE (tx, seq) > ($1, $2)
                    AND tx < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
                    AND ($3::text IS NULL OR source = $3)
@@ -683,34 +699,87 @@ impl Store for PgStore {
     async fn purge_events(
         &self,
         before: DateTime<Utc>,
-        source: Option<&str>,
+        scope: &SourceScope,
         limit: usize,
     ) -> Result<u64> {
         let c = self.client().await?;
+        let (cond, sp) = pg_scope(scope, 3);
         let limit = limit.clamp(1, 100_000) as i64;
+        let before = micros(before);
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&before, &limit];
+        params.extend(sp.iter().map(|p| p as &(dyn ToSql + Sync)));
         c.execute(
-            "DELETE FROM events WHERE seq IN (
-                SELECT seq FROM events WHERE received_at < $1 AND ($2::text IS NULL OR source = $2)
-                ORDER BY seq LIMIT $3)",
-            &[&micros(before), &source, &limit],
+            &format!(
+                "DELETE FROM events WHERE seq IN (
+                    SELECT seq FROM events WHERE received_at < $1 AND {cond} ORDER BY seq LIMIT $2)"
+            ),
+            &params,
         )
         .await
         .map_err(map_err)
     }
 
-    async fn count_events_before(
-        &self,
-        before: DateTime<Utc>,
-        source: Option<&str>,
-    ) -> Result<i64> {
+    async fn count_events_before(&self, before: DateTime<Utc>, scope: &SourceScope) -> Result<i64> {
         let c = self.client().await?;
+        let (cond, sp) = pg_scope(scope, 2);
+        let before = micros(before);
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&before];
+        params.extend(sp.iter().map(|p| p as &(dyn ToSql + Sync)));
         Ok(c.query_one(
-            "SELECT COUNT(*) FROM events WHERE received_at < $1 AND ($2::text IS NULL OR source = $2)",
-            &[&micros(before), &source],
+            &format!("SELECT COUNT(*) FROM events WHERE received_at < $1 AND {cond}"),
+            &params,
         )
         .await
         .map_err(map_err)?
         .get(0))
+    }
+
+    async fn purge_payloads(
+        &self,
+        before: DateTime<Utc>,
+        scope: &SourceScope,
+        limit: usize,
+    ) -> Result<u64> {
+        let c = self.client().await?;
+        let (cond, sp) = pg_scope(scope, 3);
+        let limit = limit.clamp(1, 100_000) as i64;
+        let before = micros(before);
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&before, &limit];
+        params.extend(sp.iter().map(|p| p as &(dyn ToSql + Sync)));
+        c.execute(
+            &format!(
+                "UPDATE events SET envelope = ((envelope::jsonb - 'data') - 'data_base64')::text,
+                                   payload_purged = true
+                 WHERE seq IN (SELECT seq FROM events
+                               WHERE received_at < $1 AND NOT payload_purged AND {cond}
+                               ORDER BY seq LIMIT $2)"
+            ),
+            &params,
+        )
+        .await
+        .map_err(map_err)
+    }
+
+    async fn usage_by_source(&self) -> Result<Vec<SourceUsage>> {
+        let c = self.client().await?;
+        c.query(
+            "SELECT source, COUNT(*), COUNT(*) FILTER (WHERE payload_purged),
+                    COALESCE(SUM(octet_length(envelope)), 0)::bigint
+             FROM events GROUP BY source ORDER BY source",
+            &[],
+        )
+        .await
+        .map_err(map_err)?
+        .iter()
+        .map(|r| {
+            Ok(SourceUsage {
+                source: r.get(0),
+                events: r.get(1),
+                payloads_purged: r.get(2),
+                bytes: r.get(3),
+            })
+        })
+        .collect()
     }
 
     async fn log_head(&self) -> Result<LogPosition> {

@@ -104,6 +104,12 @@ CREATE TABLE event_keys (
 CREATE INDEX event_keys_value ON event_keys (value, name);
 "#,
     ),
+    (
+        3,
+        r#"
+ALTER TABLE events ADD COLUMN payload_purged INTEGER NOT NULL DEFAULT 0;
+"#,
+    ),
 ];
 
 pub struct SqliteStore {
@@ -137,6 +143,15 @@ fn aborted() -> Error {
 fn set_pragmas(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.execute_batch("PRAGMA foreign_keys = ON;")
+}
+
+/// A source scope as an SQLite condition with numbered parameters from `first`.
+fn sqlite_scope(scope: &SourceScope, first: usize) -> (String, Vec<String>) {
+    scope.sql(
+        first,
+        |i| format!("?{i}"),
+        |i| format!("substr(source, 1, length(?{i})) = ?{i}"),
+    )
 }
 
 /// Splits our `max_size_mib=N` parameter off a SQLite path.
@@ -447,13 +462,14 @@ fn spawn_checkpointer(path: PathBuf, stop: std::sync::Arc<AtomicBool>) {
         });
 }
 
-fn row_to_event(
-    conn: &Connection,
-    seq: i64,
-    tx: i64,
-    received: i64,
-    envelope: &str,
-) -> Result<StoredEvent> {
+type EventRow = (i64, i64, i64, String, bool);
+
+fn event_row(r: &rusqlite::Row) -> rusqlite::Result<EventRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+}
+
+fn row_to_event(conn: &Connection, row: EventRow) -> Result<StoredEvent> {
+    let (seq, tx, received, envelope, payload_purged) = row;
     let mut keys = conn
         .prepare_cached("SELECT name, value FROM event_keys WHERE seq = ?1 ORDER BY name, value")
         .map_err(map_err)?;
@@ -471,8 +487,9 @@ fn row_to_event(
         seq,
         position: LogPosition { tx, seq },
         received_at: from_micros(received)?,
-        event: decode_envelope(envelope)?,
+        event: decode_envelope(&envelope)?,
         keys,
+        payload_purged,
     })
 }
 
@@ -685,16 +702,13 @@ impl Store for SqliteStore {
 
     async fn get_event(&self, seq: i64) -> Result<Option<StoredEvent>> {
         self.read(move |c| {
-            c.prepare_cached("SELECT seq, tx, received_at, envelope FROM events WHERE seq = ?1")
-                .and_then(|mut s| {
-                    s.query_row([seq], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, String>(3)?))
-                    })
-                    .optional()
-                })
-                .map_err(map_err)?
-                .map(|(s, t, rc, e)| row_to_event(c, s, t, rc, &e))
-                .transpose()
+            c.prepare_cached(
+                "SELECT seq, tx, received_at, envelope, payload_purged FROM events WHERE seq = ?1",
+            )
+            .and_then(|mut s| s.query_row([seq], event_row).optional())
+            .map_err(map_err)?
+            .map(|row| row_to_event(c, row))
+            .transpose()
         })
         .await
     }
@@ -703,16 +717,14 @@ impl Store for SqliteStore {
         let (source, id) = (source.to_string(), id.to_string());
         self.read(move |c| {
             c.prepare_cached(
-                "SELECT seq, tx, received_at, envelope FROM events WHERE source = ?1 AND event_id = ?2",
+                "SELECT seq, tx, received_at, envelope, payload_purged FROM events WHERE source = ?1 AND event_id = ?2",
             )
             .and_then(|mut s| {
-                s.query_row(params![source, id], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, String>(3)?))
-                })
+                s.query_row(params![source, id], event_row)
                 .optional()
             })
             .map_err(map_err)?
-            .map(|(s, t, rc, e)| row_to_event(c, s, t, rc, &e))
+            .map(|row| row_to_event(c, row))
             .transpose()
         })
         .await
@@ -729,7 +741,7 @@ impl Store for SqliteStore {
         self.read(move |c| {
             let mut s = c
                 .prepare_cached(
-                    "SELECT seq, tx, received_at, envelope FROM events
+                    "SELECT seq, tx, received_at, envelope, payload_purged FROM events
                      WHERE (tx, seq) > (?1, ?2)
                        AND (?3 IS NULL OR source = ?3)
                        AND (?4 IS NULL OR type = ?4)
@@ -755,13 +767,12 @@ impl Store for SqliteStore {
                         f.since.map(micros),
                         f.until.map(micros)
                     ],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, String>(3)?)),
+                    event_row,
                 )
                 .map_err(map_err)?;
             let mut events = Vec::new();
             for row in rows {
-                let (s, t, rc, e) = row.map_err(map_err)?;
-                events.push(row_to_event(c, s, t, rc, &e)?);
+                events.push(row_to_event(c, row.map_err(map_err)?)?);
             }
             let next = events.last().map_or(after, |e| e.position);
             Ok(LogPage { events, next })
@@ -780,38 +791,81 @@ impl Store for SqliteStore {
     async fn purge_events(
         &self,
         before: DateTime<Utc>,
-        source: Option<&str>,
+        scope: &SourceScope,
         limit: usize,
     ) -> Result<u64> {
-        let source = source.map(str::to_string);
+        let (cond, scope_params) = sqlite_scope(scope, 3);
         let limit = limit.clamp(1, 100_000) as i64;
         self.write(move |c| {
-            let n = c
-                .execute(
-                    "DELETE FROM events WHERE seq IN (
-                        SELECT seq FROM events WHERE received_at < ?1 AND (?2 IS NULL OR source = ?2)
-                        ORDER BY seq LIMIT ?3)",
-                    params![micros(before), source, limit],
-                )
-                .map_err(map_err)?;
-            Ok(n as u64)
+            let sql = format!(
+                "DELETE FROM events WHERE seq IN (
+                    SELECT seq FROM events WHERE received_at < ?1 AND {cond} ORDER BY seq LIMIT ?2)"
+            );
+            let mut p: Vec<rusqlite::types::Value> = vec![micros(before).into(), limit.into()];
+            p.extend(scope_params.into_iter().map(Into::into));
+            c.execute(&sql, rusqlite::params_from_iter(p))
+                .map(|n| n as u64)
+                .map_err(map_err)
         })
         .await
     }
 
-    async fn count_events_before(
+    async fn count_events_before(&self, before: DateTime<Utc>, scope: &SourceScope) -> Result<i64> {
+        let (cond, scope_params) = sqlite_scope(scope, 2);
+        self.read(move |c| {
+            let sql = format!("SELECT COUNT(*) FROM events WHERE received_at < ?1 AND {cond}");
+            let mut p: Vec<rusqlite::types::Value> = vec![micros(before).into()];
+            p.extend(scope_params.into_iter().map(Into::into));
+            c.query_row(&sql, rusqlite::params_from_iter(p), |r| r.get(0))
+                .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn purge_payloads(
         &self,
         before: DateTime<Utc>,
-        source: Option<&str>,
-    ) -> Result<i64> {
-        let source = source.map(str::to_string);
-        self.read(move |c| {
-            c.query_row(
-                "SELECT COUNT(*) FROM events WHERE received_at < ?1 AND (?2 IS NULL OR source = ?2)",
-                params![micros(before), source],
-                |r| r.get(0),
-            )
-            .map_err(map_err)
+        scope: &SourceScope,
+        limit: usize,
+    ) -> Result<u64> {
+        let (cond, scope_params) = sqlite_scope(scope, 3);
+        let limit = limit.clamp(1, 100_000) as i64;
+        self.write(move |c| {
+            let sql = format!(
+                "UPDATE events SET envelope = json_remove(envelope, '$.data', '$.data_base64'),
+                                   payload_purged = 1
+                 WHERE seq IN (SELECT seq FROM events
+                               WHERE received_at < ?1 AND payload_purged = 0 AND {cond}
+                               ORDER BY seq LIMIT ?2)"
+            );
+            let mut p: Vec<rusqlite::types::Value> = vec![micros(before).into(), limit.into()];
+            p.extend(scope_params.into_iter().map(Into::into));
+            c.execute(&sql, rusqlite::params_from_iter(p))
+                .map(|n| n as u64)
+                .map_err(map_err)
+        })
+        .await
+    }
+
+    async fn usage_by_source(&self) -> Result<Vec<SourceUsage>> {
+        self.read(|c| {
+            let mut s = c
+                .prepare(
+                    "SELECT source, COUNT(*), SUM(payload_purged), SUM(length(envelope))
+                     FROM events GROUP BY source ORDER BY source",
+                )
+                .map_err(map_err)?;
+            let rows = s
+                .query_map([], |r| {
+                    Ok(SourceUsage {
+                        source: r.get(0)?,
+                        events: r.get(1)?,
+                        payloads_purged: r.get(2)?,
+                        bytes: r.get(3)?,
+                    })
+                })
+                .map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
         })
         .await
     }
