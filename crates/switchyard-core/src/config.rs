@@ -30,9 +30,46 @@ pub struct Config {
     pub node: NodeConfig,
     #[serde(default)]
     pub clock: ClockConfig,
+    #[serde(default)]
+    pub retention: RetentionConfig,
     /// Declared sources: CloudEvents senders and named webhook endpoints.
     #[serde(default)]
     pub sources: Vec<crate::sources::SourceConfig>,
+}
+
+/// Default retention, for every source that does not set its own.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Days an event's payload (data) is kept, by the time it was received.
+    #[serde(default = "default_payload_days")]
+    pub payload_days: u32,
+    /// Days the slim row (attributes, keys, `(source, id)` for deduplication) is kept.
+    #[serde(default = "default_dedupe_days")]
+    pub dedupe_days: u32,
+    /// Seconds between background purge runs (real time), each in small batches.
+    #[serde(default = "default_retention_every")]
+    pub every_seconds: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            payload_days: default_payload_days(),
+            dedupe_days: default_dedupe_days(),
+            every_seconds: default_retention_every(),
+        }
+    }
+}
+
+fn default_payload_days() -> u32 {
+    30
+}
+fn default_dedupe_days() -> u32 {
+    90
+}
+fn default_retention_every() -> u64 {
+    60
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -470,6 +507,21 @@ impl Config {
         let mut out = Vec::new();
         if let Err(problems) = crate::sources::Sources::compile(self) {
             out.extend(problems);
+        }
+        if self.retention.payload_days == 0 {
+            out.push(("retention.payload_days".into(), "must be at least 1".into()));
+        }
+        if self.retention.dedupe_days < self.retention.payload_days {
+            out.push((
+                "retention.dedupe_days".into(),
+                "must be at least payload_days: the dedupe index must outlive the payload".into(),
+            ));
+        }
+        if self.retention.every_seconds == 0 {
+            out.push((
+                "retention.every_seconds".into(),
+                "must be at least 1".into(),
+            ));
         }
         let url = &self.store.url;
         if !(url.starts_with("sqlite:")

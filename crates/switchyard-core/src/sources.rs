@@ -31,6 +31,28 @@ pub struct SourceConfig {
     pub verify: Option<VerifyConfig>,
     /// Webhooks only: how the CloudEvents attributes are found.
     pub event: Option<EventMapping>,
+    /// How long this source's events are kept, and its storage quota (defaults: `[retention]`).
+    #[serde(default)]
+    pub retention: SourceRetention,
+}
+
+/// Per-source overrides of `[retention]`, and an optional storage quota.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceRetention {
+    pub payload_days: Option<u32>,
+    pub dedupe_days: Option<u32>,
+    /// Beyond this many MiB stored, ingest answers 429 for this source only.
+    pub quota_mib: Option<u64>,
+}
+
+/// How long events are kept: the payload for `payload_days`, then the slim row (attributes,
+/// keys, `(source, id)` for deduplication) until `dedupe_days`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub payload_days: u32,
+    pub dedupe_days: u32,
+    pub quota_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -182,6 +204,7 @@ pub struct Source {
     pub pattern: SourcePattern,
     pub keys: Vec<(String, Jq)>,
     pub webhook: Option<Webhook>,
+    pub retention: Retention,
 }
 
 impl Source {
@@ -222,10 +245,23 @@ fn key_text(name: &str, v: &Value) -> Result<String, String> {
     }
 }
 
+/// The sources one retention applies to: those equal to one of `exact` or starting with one
+/// of `prefixes` (or, with `invert`, every other source).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionRule {
+    pub label: String,
+    pub exact: Vec<String>,
+    pub prefixes: Vec<String>,
+    pub invert: bool,
+    pub retention: Retention,
+}
+
 /// Every declared source, and what to do with undeclared CloudEvents senders.
 #[derive(Debug, Clone)]
 pub struct Sources {
     pub accept_undeclared: bool,
+    /// Retention of events no declaration covers.
+    pub default_retention: Retention,
     sources: Vec<Source>,
 }
 
@@ -234,6 +270,11 @@ impl Default for Sources {
     fn default() -> Self {
         Sources {
             accept_undeclared: true,
+            default_retention: Retention {
+                payload_days: 30,
+                dedupe_days: 90,
+                quota_bytes: None,
+            },
             sources: Vec::new(),
         }
     }
@@ -363,17 +404,44 @@ impl Sources {
                     }
                 }
             };
+            let r = &sc.retention;
+            let retention = Retention {
+                payload_days: r.payload_days.unwrap_or(config.retention.payload_days),
+                dedupe_days: r.dedupe_days.unwrap_or(config.retention.dedupe_days),
+                quota_bytes: r.quota_mib.map(|m| m * 1024 * 1024),
+            };
+            if retention.payload_days == 0 {
+                problems.push((at("retention.payload_days"), "must be at least 1".into()));
+            }
+            if retention.dedupe_days < retention.payload_days {
+                problems.push((
+                    at("retention.dedupe_days"),
+                    format!(
+                        "{} is shorter than payload_days {}: the dedupe index must outlive the payload",
+                        retention.dedupe_days, retention.payload_days
+                    ),
+                ));
+            }
+            if r.quota_mib == Some(0) {
+                problems.push((at("retention.quota_mib"), "must be at least 1".into()));
+            }
             sources.push(Source {
                 name: sc.name.clone(),
                 kind: sc.kind,
                 pattern,
                 keys,
                 webhook,
+                retention,
             });
         }
         if problems.is_empty() {
             Ok(Sources {
                 accept_undeclared: config.ingest.accept_undeclared_sources,
+                default_retention: Retention {
+                    payload_days: config.retention.payload_days,
+                    dedupe_days: config.retention.dedupe_days,
+                    quota_bytes: None,
+                },
                 sources,
             })
         } else {
@@ -401,6 +469,50 @@ impl Sources {
                         SourcePattern::Exact(_) => 0,
                     })
             })
+    }
+
+    /// The name usage and metrics are counted under: the declared source covering a
+    /// CloudEvents `source`, or `undeclared`.
+    pub fn label_for(&self, source: &str) -> String {
+        self.for_cloudevent(source)
+            .or_else(|| {
+                self.sources.iter().find(|s| {
+                    s.kind == SourceKind::Webhook
+                        && s.pattern == SourcePattern::Exact(source.to_string())
+                })
+            })
+            .map_or_else(|| "undeclared".to_string(), |s| s.name.clone())
+    }
+
+    /// What the background purge applies: one rule per declared source, and one for every
+    /// source no declaration covers. Where prefixes overlap, an event is purged by the
+    /// shortest retention among the declarations that cover it.
+    pub fn retention_rules(&self) -> Vec<RetentionRule> {
+        let mut rules = Vec::new();
+        let (mut all_exact, mut all_prefixes) = (Vec::new(), Vec::new());
+        for s in &self.sources {
+            let (exact, prefixes) = match &s.pattern {
+                SourcePattern::Exact(e) => (vec![e.clone()], Vec::new()),
+                SourcePattern::Prefix(p) => (Vec::new(), vec![p.clone()]),
+            };
+            all_exact.extend(exact.clone());
+            all_prefixes.extend(prefixes.clone());
+            rules.push(RetentionRule {
+                label: s.name.clone(),
+                exact,
+                prefixes,
+                invert: false,
+                retention: s.retention,
+            });
+        }
+        rules.push(RetentionRule {
+            label: "undeclared".into(),
+            exact: all_exact,
+            prefixes: all_prefixes,
+            invert: true,
+            retention: self.default_retention,
+        });
+        rules
     }
 
     pub fn webhook(&self, name: &str) -> Option<&Source> {

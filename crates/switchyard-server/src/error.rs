@@ -28,6 +28,8 @@ pub enum Problem {
     UnsupportedMediaType,
     /// Ingest itself is saturated; retry after the `Retry-After` delay.
     Saturated,
+    /// One source has used its storage quota; other sources are unaffected.
+    QuotaExceeded,
     /// The store cannot commit now; nothing was stored.
     StoreUnavailable,
     ShuttingDown,
@@ -49,6 +51,7 @@ impl Problem {
             Problem::TooLarge => "payload-too-large",
             Problem::UnsupportedMediaType => "unsupported-media-type",
             Problem::Saturated => "ingest-saturated",
+            Problem::QuotaExceeded => "source-quota-exceeded",
             Problem::StoreUnavailable => "store-unavailable",
             Problem::ShuttingDown => "shutting-down",
             Problem::Internal => "internal-error",
@@ -67,7 +70,7 @@ impl Problem {
             Problem::Conflict => StatusCode::CONFLICT,
             Problem::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Problem::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Problem::Saturated => StatusCode::TOO_MANY_REQUESTS,
+            Problem::Saturated | Problem::QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
             Problem::StoreUnavailable | Problem::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Problem::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -87,13 +90,14 @@ impl Problem {
             Problem::TooLarge => "The request body is too large",
             Problem::UnsupportedMediaType => "Unsupported media type",
             Problem::Saturated => "Ingest is saturated; retry later",
+            Problem::QuotaExceeded => "This source has used its storage quota; retry later",
             Problem::StoreUnavailable => "The store cannot commit right now; nothing was stored",
             Problem::ShuttingDown => "The server is shutting down",
             Problem::Internal => "Internal error",
         }
     }
 
-    pub const ALL: [Problem; 15] = [
+    pub const ALL: [Problem; 16] = [
         Problem::Malformed,
         Problem::Invalid,
         Problem::Unauthenticated,
@@ -106,6 +110,7 @@ impl Problem {
         Problem::TooLarge,
         Problem::UnsupportedMediaType,
         Problem::Saturated,
+        Problem::QuotaExceeded,
         Problem::StoreUnavailable,
         Problem::ShuttingDown,
         Problem::Internal,

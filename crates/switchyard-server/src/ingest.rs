@@ -355,7 +355,31 @@ pub fn source_keys(
             detail: "not declared".into(),
         }]));
     };
+    check_quota(state, source)?;
     keys_of(source, event, index, warnings)
+}
+
+/// Refuses a source that has used its storage quota (429 for that source only).
+pub fn check_quota(
+    state: &AppState,
+    source: &switchyard_core::sources::Source,
+) -> Result<(), ApiError> {
+    let Some(quota) = source.retention.quota_bytes else {
+        return Ok(());
+    };
+    let used = state.usage.bytes(&source.name);
+    if used < quota {
+        return Ok(());
+    }
+    let mut e = ApiError::new(
+        Problem::QuotaExceeded,
+        format!(
+            "source \"{}\" stores {used} bytes, at or over its quota of {quota}; nothing was stored. Retention frees space; raise sources.retention.quota_mib to accept more now",
+            source.name
+        ),
+    );
+    e.retry_after = Some(60);
+    Err(e)
 }
 
 /// A source's business keys for an event (see [`source_keys`]).

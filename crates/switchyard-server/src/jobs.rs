@@ -62,6 +62,9 @@ pub struct PurgeParams {
     /// Events received (business time) before this are deleted.
     pub before: DateTime<Utc>,
     pub source: Option<String>,
+    /// Only count what would be deleted.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 impl PurgeParams {
@@ -69,7 +72,7 @@ impl PurgeParams {
         serde_json::from_value(v.clone()).map_err(|e| {
             ApiError::new(
                 Problem::Invalid,
-                format!("events.purge params must be {{\"before\": RFC 3339 time, \"source\"?: string}}: {e}"),
+                format!("events.purge params must be {{\"before\": RFC 3339 time, \"source\"?: string, \"dry_run\"?: bool}}: {e}"),
             )
             .with_errors(vec![FieldError {
                 index: None,
@@ -168,6 +171,14 @@ impl JobRunner {
             .count_events_before(p.before, &scope)
             .await
             .map_err(|e| e.to_string())?;
+        if p.dry_run {
+            self.progress(job.id, total, Some(total)).await;
+            return Ok(Some(format!(
+                "dry run: would delete {total} event(s) received before {}{}",
+                p.before.to_rfc3339(),
+                p.source.map(|s| format!(" from {s}")).unwrap_or_default()
+            )));
+        }
         let mut done = 0i64;
         self.progress(job.id, done, Some(total)).await;
         loop {

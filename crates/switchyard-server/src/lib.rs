@@ -10,6 +10,7 @@ pub mod error;
 pub mod ingest;
 pub mod jobs;
 pub mod node;
+pub mod retention;
 pub mod webhooks;
 
 use crate::error::{ApiError, Problem};
@@ -47,6 +48,8 @@ pub struct AppState {
     pub node_id: Arc<str>,
     pub metrics: PrometheusHandle,
     pub sources: Arc<Sources>,
+    /// Stored bytes per source, for quotas (refreshed by `retention::Usage`).
+    pub usage: Arc<retention::UsageMap>,
 }
 
 impl AppState {
@@ -59,6 +62,7 @@ impl AppState {
             node_id: Arc::from(node_id),
             metrics: metrics_handle(),
             sources: Arc::new(Sources::default()),
+            usage: Arc::new(retention::UsageMap::default()),
         }
     }
 

@@ -171,7 +171,9 @@ pub fn verify(
 }
 
 fn check_window(t: i64, now: DateTime<Utc>, tolerance: u64) -> Result<(), String> {
-    let skew = (now.timestamp() - t).unsigned_abs();
+    // `abs_diff`, not `(now - t).unsigned_abs()`: a sender-chosen `t` near i64::MIN
+    // would overflow the subtraction.
+    let skew = now.timestamp().abs_diff(t);
     if skew > tolerance {
         Err(format!(
             "timestamp is {skew} s away from now; the tolerance is {tolerance} s (replayed or clock skew)"
@@ -239,6 +241,7 @@ async fn receive(
         .webhook
         .as_ref()
         .ok_or_else(|| ApiError::new(Problem::Internal, "webhook source without a mapping"))?;
+    crate::ingest::check_quota(state, source)?;
     let bytes = read_limited(headers, body, state.limits.max_body_bytes).await?;
     let secrets: Vec<String> = wh
         .verify

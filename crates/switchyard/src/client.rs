@@ -59,6 +59,9 @@ pub enum EventsCommand {
         /// Only events from this CloudEvents source.
         #[arg(long)]
         source: Option<String>,
+        /// Only count what would be deleted (the job still runs on the server).
+        #[arg(long)]
+        dry_run: bool,
         /// Queue the job and return without following it.
         #[arg(long)]
         no_wait: bool,
@@ -260,10 +263,11 @@ pub async fn events(cmd: EventsCommand) -> anyhow::Result<()> {
             client,
             before,
             source,
+            dry_run,
             no_wait,
         } => {
             let c = Client::new(&client)?;
-            let mut params = serde_json::json!({ "before": before });
+            let mut params = serde_json::json!({ "before": before, "dry_run": dry_run });
             if let Some(s) = source {
                 params["source"] = s.into();
             }
@@ -365,10 +369,10 @@ pub async fn watch_job(c: &Client, id: i64) -> anyhow::Result<()> {
         bar.set_message(j["state"].as_str().unwrap_or("").to_string());
         match j["state"].as_str() {
             Some("succeeded") => {
-                bar.finish_with_message(format!(
-                    "succeeded: {}",
-                    j["message"].as_str().unwrap_or("")
-                ));
+                let message = j["message"].as_str().unwrap_or("");
+                bar.finish_with_message(format!("succeeded: {message}"));
+                // the bar is hidden when stderr is not a terminal; the outcome always shows
+                println!("job {id} succeeded: {message}");
                 return Ok(());
             }
             Some("failed") => {

@@ -7,6 +7,7 @@ use anyhow::Context;
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard_core::{Clock, Config, ScaledClock, ScaledOrigin, SharedClock, SystemClock};
+use switchyard_server::retention::{Retention, Usage};
 use switchyard_server::{AppState, Limits, jobs::JobRunner, node::Heartbeat};
 use switchyard_store::SharedStore;
 use tokio_util::sync::CancellationToken;
@@ -161,6 +162,16 @@ pub async fn start(
         switchyard_core::sources::Sources::compile(config)
             .map_err(|p| anyhow::anyhow!("sources: {p:?}"))?,
     );
+    let usage = Usage {
+        store: store.clone(),
+        sources: state.sources.clone(),
+        map: state.usage.clone(),
+        every: Duration::from_secs(30),
+    };
+    usage
+        .measure()
+        .await
+        .context("measuring storage per source")?;
 
     let heartbeat = Heartbeat {
         store: store.clone(),
@@ -176,6 +187,17 @@ pub async fn start(
 
     let tracker = TaskTracker::new();
     tracker.spawn(heartbeat.run(cancel.clone()));
+    tracker.spawn(usage.run(cancel.clone()));
+    tracker.spawn(
+        Retention {
+            store: store.clone(),
+            clock: clock.clone(),
+            sources: state.sources.clone(),
+            node_id: node.clone(),
+            every: Duration::from_secs(config.retention.every_seconds),
+        }
+        .run(cancel.clone()),
+    );
     tracker.spawn(
         JobRunner {
             store: store.clone(),

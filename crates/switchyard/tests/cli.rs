@@ -141,6 +141,30 @@ fn operator_commands_go_through_the_server() {
         &ingest,
     );
     assert!(!refused.status.success());
+    let dry = cli(
+        &[
+            "events",
+            "purge",
+            "--dry-run",
+            "--before",
+            &later,
+            "--source",
+            "/shop",
+        ],
+        &admin,
+    );
+    assert!(dry.status.success(), "{}", text(&dry.stderr));
+    assert!(
+        text(&dry.stdout).contains("would delete 3 event(s)"),
+        "{}",
+        text(&dry.stdout)
+    );
+    let still = cli(&["events", "list"], &admin);
+    assert_eq!(
+        text(&still.stdout).lines().count(),
+        3,
+        "a dry run deletes nothing"
+    );
     let purge = cli(
         &["events", "purge", "--before", &later, "--source", "/shop"],
         &admin,
