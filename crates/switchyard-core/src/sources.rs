@@ -515,6 +515,13 @@ impl Sources {
         rules
     }
 
+    /// The webhook source whose stamped `source` URI is exactly `source`.
+    pub fn webhook_with_source(&self, source: &str) -> Option<&Source> {
+        self.sources.iter().find(|s| {
+            s.kind == SourceKind::Webhook && s.pattern == SourcePattern::Exact(source.to_string())
+        })
+    }
+
     pub fn webhook(&self, name: &str) -> Option<&Source> {
         self.sources
             .iter()

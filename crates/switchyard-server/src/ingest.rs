@@ -333,6 +333,17 @@ pub fn source_keys(
     index: Option<usize>,
     warnings: &mut Vec<FieldError>,
 ) -> Result<Vec<BusinessKey>, ApiError> {
+    if let Some(wh) = state.sources.webhook_with_source(&event.source) {
+        // Only the webhook endpoint, with its own verification, may speak for this source;
+        // otherwise an ingest token could claim its ids ahead of the real deliveries.
+        return Err(ApiError::new(
+            Problem::Forbidden,
+            format!(
+                "source \"{}\" belongs to webhook source \"{}\"; its events are accepted only at /v1/webhooks/{}",
+                event.source, wh.name, wh.name
+            ),
+        ));
+    }
     let Some(source) = state.sources.for_cloudevent(&event.source) else {
         if state.sources.accept_undeclared {
             return Ok(Vec::new());

@@ -190,7 +190,8 @@ pub async fn post(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    respond(receive(&state, &name, None, &headers, body).await, &name)
+    let r = receive(&state, &name, None, &headers, body).await;
+    respond(r, metric_label(&state, &name))
 }
 
 /// `POST /v1/webhooks/{name}/{token}` (sources verified by a secret path token)
@@ -200,10 +201,19 @@ pub async fn post_with_token(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    respond(
-        receive(&state, &name, Some(&token), &headers, body).await,
-        &name,
-    )
+    let r = receive(&state, &name, Some(&token), &headers, body).await;
+    respond(r, metric_label(&state, &name))
+}
+
+/// The `webhook` label of the metrics: the declared name, or one fixed value for every
+/// name no source declares (anyone may post to any path, and each label value is a series
+/// kept for the life of the process). Parentheses never appear in a declared name.
+fn metric_label<'a>(state: &AppState, name: &'a str) -> &'a str {
+    if state.sources.webhook(name).is_some() {
+        name
+    } else {
+        "(undeclared)"
+    }
 }
 
 fn respond(r: Result<Response, ApiError>, name: &str) -> Response {

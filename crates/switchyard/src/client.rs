@@ -66,6 +66,25 @@ pub enum EventsCommand {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Every event that carries a business key value (an order number, a picking name),
+    /// whatever each system calls it.
+    Search {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The key's value, e.g. S00042 or WH/OUT/00017.
+        value: String,
+        /// Only keys of this name (e.g. sale_order).
+        #[arg(long)]
+        key_name: Option<String>,
+        /// Received at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Received before this RFC 3339 time.
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Print new events as they are committed.
     Tail {
         #[command(flatten)]
@@ -231,6 +250,51 @@ pub async fn events(cmd: EventsCommand) -> anyhow::Result<()> {
                 events.len(),
                 page["next"].as_str().unwrap_or("")
             );
+            Ok(())
+        }
+        EventsCommand::Search {
+            client,
+            value,
+            key_name,
+            since,
+            until,
+            json,
+        } => {
+            let c = Client::new(&client)?;
+            let mut after = "0.0".to_string();
+            let mut n = 0;
+            loop {
+                let q = query(&[
+                    ("key", Some(value.clone())),
+                    ("key_name", key_name.clone()),
+                    ("since", since.clone()),
+                    ("until", until.clone()),
+                    ("after", Some(after.clone())),
+                    ("limit", Some("1000".into())),
+                ]);
+                let page = c.get(&format!("/v1/events{q}")).await?;
+                let events = page["events"].as_array().cloned().unwrap_or_default();
+                if events.is_empty() {
+                    break;
+                }
+                for e in &events {
+                    n += 1;
+                    if json {
+                        println!("{e}");
+                    } else {
+                        print_event_line(e);
+                        let keys: Vec<String> = e["keys"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|k| format!("{}={}", cell(&k["name"]), cell(&k["value"])))
+                            .collect();
+                        println!("          keys: {}", keys.join(", "));
+                    }
+                }
+                after = page["next"].as_str().unwrap_or("0.0").to_string();
+            }
+            eprintln!("{n} event(s) carry {value}");
             Ok(())
         }
         EventsCommand::Get {
