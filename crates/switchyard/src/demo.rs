@@ -1,7 +1,8 @@
 //! `switchyard demo`: a real hub on a temporary store, fed by a small *simulated* landscape
-//! (a shop, Odoo, a WMS, a carrier) over real HTTP, including a retried duplicate, an
-//! invalid event and an unauthenticated sender, so a new user sees what is accepted,
-//! deduplicated and rejected, and where to look. Later issues grow the landscape.
+//! (a shop sending signed webhooks, Odoo, a WMS, a carrier) over real HTTP, including a
+//! retried duplicate, a forged webhook, an invalid event and an unauthenticated sender, so
+//! a new user sees what is accepted, deduplicated and rejected, one order found across
+//! systems by its business keys, and where to look. Later issues grow the landscape.
 
 use crate::ServeArgs;
 use crate::serve::{shutdown_signal, start};
@@ -12,8 +13,9 @@ use switchyard_core::Config;
 use switchyard_core::token::{Role, generate_token, hash_token};
 use switchyard_store::NewToken;
 
-/// The demo's configuration: the shape of a real one, with the store URL filled in at run
-/// time through the same environment-override layer operators use.
+/// The demo's configuration: the shape of a real one. The store URL is filled in at run
+/// time through the same environment-override layer operators use; `{SECRET_FILE}` is the
+/// shop's webhook secret, written to the temporary directory.
 pub const DEMO_CONFIG: &str = r#"# Switchyard demo configuration (embedded in the binary).
 [server]
 shutdown_grace_seconds = 5
@@ -21,10 +23,57 @@ shutdown_grace_seconds = 5
 [ingest]
 max_body_bytes = 1048576   # 1 MiB, the default
 allowed_origins = ["*"]
+accept_undeclared_sources = true   # the carrier is not declared yet
 
 [log]
-level = "warn"
+level = "error"   # the demo prints its own account of what happened
+
+[retention]
+payload_days = 30
+dedupe_days = 90
+
+# The shop cannot send CloudEvents: a Shopify-style signed webhook, turned into one.
+[[sources]]
+name = "shop"
+kind = "webhook"
+source = "https://shop.example.com"
+keys = { shop_order = ".data.name" }
+[sources.verify]
+kind = "hmac-sha256"
+header = "X-Shopify-Hmac-Sha256"
+secrets = ["file:{SECRET_FILE}"]
+[sources.event]
+id = "header:X-Shopify-Webhook-Id"
+type = '"shop.order." + ($headers["x-shopify-topic"] | split("/") | .[1])'
+subject = ".name"
+time = ".created_at"
+
+# Odoo names the order S00042 and remembers the shop's #1042 as its origin: one event that
+# carries both keys links them.
+[[sources]]
+name = "odoo"
+kind = "cloudevents"
+source = "https://odoo.example.com/*"
+keys = { sale_order = ".data.name", shop_order = ".data.origin" }
+
+# The WMS knows the picking and the sale order it serves.
+[[sources]]
+name = "wms"
+kind = "cloudevents"
+source = "https://wms.example.com/*"
+keys = { picking = ".subject", sale_order = ".data.origin" }
+retention = { quota_mib = 512 }
 "#;
+
+/// Shopify-style signature: base64 HMAC-SHA256 of the raw body.
+fn shopify_signature(secret: &str, body: &[u8]) -> String {
+    use base64::Engine;
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
+        .expect("HMAC takes keys of any length");
+    mac.update(body);
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
 
 #[derive(Args, Debug, Clone)]
 pub struct DemoArgs {
@@ -54,7 +103,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "SWITCHYARD__STORE__URL".to_string(),
         format!("sqlite://{}", db.display()),
     )];
-    let config = Config::parse(DEMO_CONFIG, "demo.toml (embedded)", env)
+    let shop_secret = format!("shpss_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
+    let secret_file = dir.path().join("shop-webhook.secret");
+    std::fs::write(&secret_file, &shop_secret).context("writing the demo's webhook secret")?;
+    let text = DEMO_CONFIG.replace("{SECRET_FILE}", &secret_file.display().to_string());
+    let config = Config::parse(&text, "demo.toml (embedded)", env)
         .map_err(|e| anyhow::anyhow!("the embedded demo config is invalid:\n{e}"))?;
     crate::init_logging(&config, None);
 
@@ -110,14 +163,23 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let url = format!("{base}/v1/events");
     let t = |min: i64| (now - chrono::Duration::minutes(min)).to_rfc3339();
-    let order = |id: &str, name: &str, amount: f64, at: String| {
-        json!({
-            "specversion": "1.0", "id": id, "source": "https://shop.example.com",
-            "type": "shop.order.created", "subject": name, "time": at,
-            "datacontenttype": "application/json",
-            "data": {"order": name, "customer": "Acme Industrial", "amount": amount, "currency": "EUR",
-                     "lines": [{"sku": "PUMP-200", "qty": 2}, {"sku": "SEAL-KIT", "qty": 4}]}
-        })
+    let shop_order = |name: &str, amount: f64, at: String| {
+        json!({"id": 820982911946154508u64, "name": name, "created_at": at, "customer": "Acme Industrial",
+               "total_price": amount, "currency": "EUR",
+               "line_items": [{"sku": "PUMP-200", "quantity": 2}, {"sku": "SEAL-KIT", "quantity": 4}]})
+        .to_string()
+    };
+    // the shop's webhook, signed as Shopify signs (or with a wrong secret)
+    let webhook = |delivery: &str, body: String, secret: &str| {
+        http.post(format!("{base}/v1/webhooks/shop"))
+            .header("content-type", "application/json")
+            .header("x-shopify-topic", "orders/create")
+            .header("x-shopify-webhook-id", delivery)
+            .header(
+                "x-shopify-hmac-sha256",
+                shopify_signature(secret, body.as_bytes()),
+            )
+            .body(body)
     };
     let structured = |body: Value| {
         http.post(&url)
@@ -133,12 +195,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     let steps: Vec<(Step, reqwest::RequestBuilder)> = vec![
         (
-            Step { label: "shop: order #1042 created (structured)", expect: 202 },
-            structured(order("shop-1042", "#1042", 1840.0, t(9))),
+            Step { label: "shop: order #1042 (signed webhook)", expect: 202 },
+            webhook("b54557e4-1042", shop_order("#1042", 1840.0, t(9)), &shop_secret),
         ),
         (
-            Step { label: "shop: order #1043 created (structured)", expect: 202 },
-            structured(order("shop-1043", "#1043", 312.5, t(8))),
+            Step { label: "shop: order #1043 (signed webhook)", expect: 202 },
+            webhook("b54557e4-1043", shop_order("#1043", 312.5, t(8)), &shop_secret),
         ),
         (
             // Odoo confirms the sale order: binary mode, attributes in ce-* headers
@@ -170,9 +232,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 ),
         ),
         (
-            // the shop's webhook retries order #1042 with the same id: stored once
-            Step { label: "shop: retry of order #1042 (same id)", expect: 200 },
-            structured(order("shop-1042", "#1042", 1840.0, t(9))),
+            // the shop retries the #1042 delivery (same webhook id): stored once
+            Step { label: "shop: retry of order #1042 (same delivery)", expect: 200 },
+            webhook("b54557e4-1042", shop_order("#1042", 1840.0, t(9)), &shop_secret),
+        ),
+        (
+            // someone posts an order signed with the wrong secret: refused, nothing stored
+            Step { label: "forged shop webhook (wrong secret)", expect: 403 },
+            webhook("forged-1", shop_order("#6666", 99999.0, t(2)), "not-the-secret"),
         ),
         (
             // a carrier event with a broken timestamp: rejected with the field named
@@ -185,7 +252,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             Step { label: "unknown sender without a token", expect: 401 },
             http.post(&url)
                 .header("content-type", "application/cloudevents+json")
-                .body(order("shop-1044", "#1044", 99.0, t(1)).to_string()),
+                .body(json!({"specversion": "1.0", "id": "x-1", "source": "https://x.example.com", "type": "t"}).to_string()),
         ),
     ];
     let mut results = Vec::new();
@@ -195,7 +262,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     let stored = store.count_events().await?;
     println!(
-        "\n{} requests: {} events stored, 1 duplicate answered 200 and stored once, 2 requests rejected with problem+json.",
+        "\n{} requests: {} events stored, 1 duplicate answered 200 and stored once, 3 requests rejected with problem+json.",
         results.len(),
         stored
     );
@@ -203,9 +270,55 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         bail!("the hub did not behave as the demo expects (stored {stored}, expected 6)");
     }
 
+    // One order, whatever each system calls it: found together by business key.
+    for (value, what) in [
+        ("#1042", "the shop's order number"),
+        ("S00042", "Odoo's sale order"),
+    ] {
+        let page: Value = http
+            .get(format!("{base}/v1/events"))
+            .query(&[("key", value)])
+            .bearer_auth(&admin)
+            .send()
+            .await?
+            .json()
+            .await?;
+        let found = page["events"].as_array().cloned().unwrap_or_default();
+        println!("\nEvents carrying {value} ({what}), across systems:");
+        for e in &found {
+            let keys: Vec<String> = e["keys"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|k| {
+                    format!(
+                        "{}={}",
+                        k["name"].as_str().unwrap_or(""),
+                        k["value"].as_str().unwrap_or("")
+                    )
+                })
+                .collect();
+            println!(
+                "  seq {:<3} {:<36} {:<28} keys: {}",
+                e["seq"].to_string(),
+                e["event"]["source"].as_str().unwrap_or(""),
+                e["event"]["type"].as_str().unwrap_or(""),
+                keys.join(", ")
+            );
+        }
+        let expected = if value == "#1042" { 2 } else { 4 };
+        if found.len() != expected {
+            bail!(
+                "expected {expected} events carrying {value}, found {}",
+                found.len()
+            );
+        }
+    }
+
     println!("\nWhere to look:");
     println!("  export SWITCHYARD_URL={base} SWITCHYARD_TOKEN={admin}");
     println!("  switchyard events list             # or: cargo run -- events list");
+    println!("  switchyard events search S00042    # one order across systems");
     println!("  curl -H \"Authorization: Bearer $SWITCHYARD_TOKEN\" {base}/v1/events");
     println!("  curl {base}/metrics | grep switchyard_ingest");
     println!("  curl {base}/readyz");

@@ -208,6 +208,15 @@ fn demo_runs_end_to_end_and_checks_itself() {
     assert!(stdout.contains("HTTP 400"));
     assert!(stdout.contains("HTTP 401"));
     assert!(
+        stdout.contains("HTTP 403 /problems/invalid-signature"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Events carrying #1042"), "{stdout}");
+    assert!(
+        stdout.contains("picking=WH/OUT/00017, sale_order=S00042"),
+        "{stdout}"
+    );
+    assert!(
         !stdout.contains('✗'),
         "every step behaved as expected:\n{stdout}"
     );
