@@ -32,6 +32,7 @@ macro_rules! store_conformance_suite {
             events_are_purged_in_batches,
             business_keys_find_events_across_sources,
             retention_drops_payloads_but_still_recognises_duplicates,
+            source_activity_reports_counts_and_lag,
             closed_store_refuses_writes
         );
     };
@@ -1002,6 +1003,44 @@ pub async fn retention_drops_payloads_but_still_recognises_duplicates(store: Sha
         .await
         .unwrap();
     assert!(matches!(after[0], Appended::Stored { .. }));
+}
+
+pub async fn source_activity_reports_counts_and_lag(store: SharedStore) {
+    // the test events' own time is t0; received 1, 3 and 20 minutes later
+    let at = |source: &str, id: &str, minute: i64| {
+        let mut e = event(source, id, "t");
+        e.received_at = t0() + Duration::minutes(minute);
+        e
+    };
+    let mut untimed = at("/wms", "no-time", 21);
+    untimed.event.time = None;
+    store
+        .append_events(vec![
+            at("/wms", "a", 1),
+            at("/wms", "b", 3),
+            at("/shop", "c", 20),
+            untimed,
+        ])
+        .await
+        .unwrap();
+    let act = store
+        .source_activity(t0() + Duration::minutes(2))
+        .await
+        .unwrap();
+    assert_eq!(act.len(), 2, "only what arrived in the window: {act:?}");
+    let wms = act.iter().find(|a| a.source == "/wms").unwrap();
+    assert_eq!(wms.events, 2, "b and the untimed one");
+    assert_eq!(wms.max_lag_ms, Some(180_000));
+    assert_eq!(
+        wms.avg_lag_ms,
+        Some(180_000.0),
+        "events without a time do not count for lag"
+    );
+    let shop = act.iter().find(|a| a.source == "/shop").unwrap();
+    assert_eq!(shop.max_lag_ms, Some(1_200_000));
+    let usage = store.usage_by_source().await.unwrap();
+    let wms = usage.iter().find(|u| u.source == "/wms").unwrap();
+    assert_eq!(wms.last_received_at, Some(t0() + Duration::minutes(21)));
 }
 
 pub async fn closed_store_refuses_writes(store: SharedStore) {

@@ -250,6 +250,19 @@ pub struct SourceUsage {
     /// Events whose payload retention already dropped.
     pub payloads_purged: i64,
     pub bytes: i64,
+    /// When its newest stored event was received (business time).
+    pub last_received_at: Option<DateTime<Utc>>,
+}
+
+/// What one CloudEvents source sent in a recent window.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SourceActivity {
+    pub source: String,
+    pub events: i64,
+    /// Mean and largest lag (received − event `time`) in milliseconds, over the events that
+    /// carry a `time`.
+    pub avg_lag_ms: Option<f64>,
+    pub max_lag_ms: Option<i64>,
 }
 
 /// One page of the log and the position to continue from.
@@ -430,6 +443,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stored events and bytes per CloudEvents `source` (bytes: the stored envelopes).
     async fn usage_by_source(&self) -> Result<Vec<SourceUsage>>;
+
+    /// Events received since `since` per source, with their lag.
+    async fn source_activity(&self, since: DateTime<Utc>) -> Result<Vec<SourceActivity>>;
 
     /// The position of the newest event a reader can see now (`START` if none): reading
     /// after it returns only events committed later (`events tail`).

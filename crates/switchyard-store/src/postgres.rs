@@ -106,6 +106,12 @@ CREATE INDEX event_keys_value ON event_keys (value, name);
 ALTER TABLE events ADD COLUMN payload_purged BOOLEAN NOT NULL DEFAULT false;
 "#,
     ),
+    (
+        4,
+        r#"
+ALTER TABLE events ADD COLUMN lag_ms BIGINT;
+"#,
+    ),
 ];
 
 /// Serialises migrations between nodes starting at once (a transaction-scoped lock).
@@ -349,6 +355,7 @@ async fn append_tx(
     let mut times = Vec::with_capacity(events.len());
     let mut received = Vec::with_capacity(events.len());
     let mut envelopes = Vec::with_capacity(events.len());
+    let mut lags: Vec<Option<i64>> = Vec::with_capacity(events.len());
     for e in events {
         sources.push(e.event.source.as_str());
         ids.push(e.event.id.as_str());
@@ -357,18 +364,19 @@ async fn append_tx(
         times.push(e.event.time.as_deref());
         received.push(micros(e.received_at));
         envelopes.push(envelope(&e.event));
+        lags.push(lag_ms(e));
     }
     let stmt = tx
             .prepare_cached(
-                "INSERT INTO events (source, event_id, type, subject, time, received_at, envelope)
-                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[])
+                "INSERT INTO events (source, event_id, type, subject, time, received_at, envelope, lag_ms)
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::bigint[])
                  ON CONFLICT (source, event_id) DO NOTHING
                  RETURNING seq, source, event_id",
             )
             .await
             .map_err(map_err)?;
-    let params: [&(dyn ToSql + Sync); 7] = [
-        &sources, &ids, &types, &subjects, &times, &received, &envelopes,
+    let params: [&(dyn ToSql + Sync); 8] = [
+        &sources, &ids, &types, &subjects, &times, &received, &envelopes, &lags,
     ];
     let rows = tx.query(&stmt, &params).await.map_err(map_err)?;
     let mut inserted: HashMap<(String, String), i64> = rows
@@ -760,11 +768,32 @@ impl Store for PgStore {
         .map_err(map_err)
     }
 
+    async fn source_activity(&self, since: DateTime<Utc>) -> Result<Vec<SourceActivity>> {
+        let c = self.client().await?;
+        c.query(
+            "SELECT source, COUNT(*), AVG(lag_ms)::float8, MAX(lag_ms) FROM events
+             WHERE received_at >= $1 GROUP BY source ORDER BY source",
+            &[&micros(since)],
+        )
+        .await
+        .map_err(map_err)?
+        .iter()
+        .map(|r| {
+            Ok(SourceActivity {
+                source: r.get(0),
+                events: r.get(1),
+                avg_lag_ms: r.get(2),
+                max_lag_ms: r.get(3),
+            })
+        })
+        .collect()
+    }
+
     async fn usage_by_source(&self) -> Result<Vec<SourceUsage>> {
         let c = self.client().await?;
         c.query(
             "SELECT source, COUNT(*), COUNT(*) FILTER (WHERE payload_purged),
-                    COALESCE(SUM(octet_length(envelope)), 0)::bigint
+                    COALESCE(SUM(octet_length(envelope)), 0)::bigint, MAX(received_at)
              FROM events GROUP BY source ORDER BY source",
             &[],
         )
@@ -777,6 +806,9 @@ impl Store for PgStore {
                 events: r.get(1),
                 payloads_purged: r.get(2),
                 bytes: r.get(3),
+                last_received_at: r
+                    .get::<_, Option<i64>>(4)
+                    .and_then(DateTime::from_timestamp_micros),
             })
         })
         .collect()

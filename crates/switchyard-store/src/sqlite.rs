@@ -110,6 +110,12 @@ CREATE INDEX event_keys_value ON event_keys (value, name);
 ALTER TABLE events ADD COLUMN payload_purged INTEGER NOT NULL DEFAULT 0;
 "#,
     ),
+    (
+        4,
+        r#"
+ALTER TABLE events ADD COLUMN lag_ms INTEGER;
+"#,
+    ),
 ];
 
 pub struct SqliteStore {
@@ -496,8 +502,8 @@ fn row_to_event(conn: &Connection, row: EventRow) -> Result<StoredEvent> {
 fn insert_events(conn: &Connection, events: &[NewEvent]) -> Result<Vec<Appended>> {
     let mut insert = conn
         .prepare_cached(
-            "INSERT INTO events (source, event_id, type, subject, time, received_at, envelope)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+            "INSERT INTO events (source, event_id, type, subject, time, received_at, envelope, lag_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
              ON CONFLICT (source, event_id) DO NOTHING RETURNING seq",
         )
         .map_err(map_err)?;
@@ -516,7 +522,8 @@ fn insert_events(conn: &Connection, events: &[NewEvent]) -> Result<Vec<Appended>
                     ev.subject,
                     ev.time,
                     micros(e.received_at),
-                    envelope(ev)
+                    envelope(ev),
+                    lag_ms(e)
                 ],
                 |r| r.get(0),
             )
@@ -847,11 +854,34 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn source_activity(&self, since: DateTime<Utc>) -> Result<Vec<SourceActivity>> {
+        self.read(move |c| {
+            let mut s = c
+                .prepare_cached(
+                    "SELECT source, COUNT(*), AVG(lag_ms), MAX(lag_ms) FROM events
+                     WHERE received_at >= ?1 GROUP BY source ORDER BY source",
+                )
+                .map_err(map_err)?;
+            let rows = s
+                .query_map([micros(since)], |r| {
+                    Ok(SourceActivity {
+                        source: r.get(0)?,
+                        events: r.get(1)?,
+                        avg_lag_ms: r.get(2)?,
+                        max_lag_ms: r.get(3)?,
+                    })
+                })
+                .map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
+        })
+        .await
+    }
+
     async fn usage_by_source(&self) -> Result<Vec<SourceUsage>> {
         self.read(|c| {
             let mut s = c
                 .prepare(
-                    "SELECT source, COUNT(*), SUM(payload_purged), SUM(length(envelope))
+                    "SELECT source, COUNT(*), SUM(payload_purged), SUM(length(envelope)), MAX(received_at)
                      FROM events GROUP BY source ORDER BY source",
                 )
                 .map_err(map_err)?;
@@ -862,6 +892,9 @@ impl Store for SqliteStore {
                         events: r.get(1)?,
                         payloads_purged: r.get(2)?,
                         bytes: r.get(3)?,
+                        last_received_at: r
+                            .get::<_, Option<i64>>(4)?
+                            .and_then(DateTime::from_timestamp_micros),
                     })
                 })
                 .map_err(map_err)?;

@@ -60,3 +60,9 @@ pub fn job_audit(job: &crate::JobRecord) -> crate::NewAudit {
         detail: serde_json::json!({"kind": job.kind, "params": job.params}),
     }
 }
+
+/// Lag of an event in milliseconds: when it was received minus its own `time`, if it has one.
+pub fn lag_ms(e: &crate::NewEvent) -> Option<i64> {
+    let t = DateTime::parse_from_rfc3339(e.event.time.as_deref()?).ok()?;
+    Some((e.received_at - t.with_timezone(&Utc)).num_milliseconds())
+}
