@@ -34,6 +34,113 @@ pub struct SourceConfig {
     /// How long this source's events are kept, and its storage quota (defaults: `[retention]`).
     #[serde(default)]
     pub retention: SourceRetention,
+    /// When this source is silent or lagging (the message-flow layer per source).
+    #[serde(default)]
+    pub health: HealthConfig,
+}
+
+/// Expected activity of a source: "the WMS sends at least one event every 10 minutes during
+/// 06:00–22:00", "events arrive within 5 minutes of happening".
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Silent when nothing arrived for this many minutes (within `active_hours`).
+    pub silence_minutes: Option<u32>,
+    /// `HH:MM-HH:MM` in UTC business time (may wrap past midnight); default: all day.
+    pub active_hours: Option<String>,
+    /// Lagging when events arrive on average later than this after their own `time`.
+    pub max_lag_seconds: Option<u64>,
+}
+
+/// Compiled [`HealthConfig`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Health {
+    pub silence: Option<chrono::Duration>,
+    pub active: Option<(chrono::NaiveTime, chrono::NaiveTime)>,
+    pub max_lag: Option<chrono::Duration>,
+}
+
+/// A source's state in the message-flow layer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum HealthStatus {
+    Ok,
+    /// Nothing arrived for longer than the threshold during active hours.
+    Silent {
+        reason: String,
+    },
+    /// Events arrive later than the threshold after they happened (an upstream backlog).
+    Lagging {
+        reason: String,
+    },
+}
+
+impl Health {
+    fn active_at(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        let Some((from, to)) = self.active else {
+            return true;
+        };
+        let t = now.time();
+        if from <= to {
+            t >= from && t < to
+        } else {
+            t >= from || t < to
+        }
+    }
+
+    /// The status at business time `now`, given when the source last sent anything and its
+    /// mean lag over the recent window.
+    pub fn evaluate(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        last_received: Option<chrono::DateTime<chrono::Utc>>,
+        avg_lag_ms: Option<f64>,
+    ) -> HealthStatus {
+        if let Some(silence) = self.silence
+            && self.active_at(now)
+        {
+            match last_received {
+                None => {
+                    return HealthStatus::Silent {
+                        reason: "nothing received yet".into(),
+                    };
+                }
+                Some(last) if now - last > silence => {
+                    return HealthStatus::Silent {
+                        reason: format!(
+                            "nothing received for {} min (expected within {} min)",
+                            (now - last).num_minutes(),
+                            silence.num_minutes()
+                        ),
+                    };
+                }
+                _ => {}
+            }
+        }
+        if let (Some(max), Some(avg)) = (self.max_lag, avg_lag_ms)
+            && avg > max.num_milliseconds() as f64
+        {
+            return HealthStatus::Lagging {
+                reason: format!(
+                    "events arrive {:.0} s after they happen on average (threshold {} s)",
+                    avg / 1000.0,
+                    max.num_seconds()
+                ),
+            };
+        }
+        HealthStatus::Ok
+    }
+}
+
+fn parse_hours(s: &str) -> Result<(chrono::NaiveTime, chrono::NaiveTime), String> {
+    let bad = || format!("\"{s}\" is not HH:MM-HH:MM");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let t = |x: &str| chrono::NaiveTime::parse_from_str(x.trim(), "%H:%M").map_err(|_| bad());
+    let (a, b) = (t(a)?, t(b)?);
+    if a == b {
+        return Err(format!("\"{s}\" is an empty window"));
+    }
+    Ok((a, b))
 }
 
 /// Per-source overrides of `[retention]`, and an optional storage quota.
@@ -205,6 +312,7 @@ pub struct Source {
     pub keys: Vec<(String, Jq)>,
     pub webhook: Option<Webhook>,
     pub retention: Retention,
+    pub health: Health,
 }
 
 impl Source {
@@ -425,6 +533,33 @@ impl Sources {
             if r.quota_mib == Some(0) {
                 problems.push((at("retention.quota_mib"), "must be at least 1".into()));
             }
+            let h = &sc.health;
+            let active = match h.active_hours.as_deref().map(parse_hours) {
+                Some(Ok(w)) => Some(w),
+                Some(Err(e)) => {
+                    problems.push((at("health.active_hours"), e));
+                    None
+                }
+                None => None,
+            };
+            if h.silence_minutes == Some(0) {
+                problems.push((at("health.silence_minutes"), "must be at least 1".into()));
+            }
+            if h.active_hours.is_some() && h.silence_minutes.is_none() {
+                problems.push((
+                    at("health.active_hours"),
+                    "only meaningful with silence_minutes".into(),
+                ));
+            }
+            let health = Health {
+                silence: h
+                    .silence_minutes
+                    .map(|m| chrono::Duration::minutes(m.into())),
+                active,
+                max_lag: h
+                    .max_lag_seconds
+                    .map(|s| chrono::Duration::seconds(s as i64)),
+            };
             sources.push(Source {
                 name: sc.name.clone(),
                 kind: sc.kind,
@@ -432,6 +567,7 @@ impl Sources {
                 keys,
                 webhook,
                 retention,
+                health,
             });
         }
         if problems.is_empty() {
@@ -672,6 +808,57 @@ secrets = ["env:SWITCHYARD_TEST_UNSET_SECRET"]
             text.contains("sources[1].verify: only webhook sources verify"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn silence_counts_only_in_active_hours_and_lag_against_its_threshold() {
+        use chrono::TimeZone;
+        let h = Health {
+            silence: Some(chrono::Duration::minutes(10)),
+            active: Some(parse_hours("06:00-22:00").unwrap()),
+            max_lag: Some(chrono::Duration::seconds(300)),
+        };
+        let at = |hh, mm| {
+            chrono::Utc
+                .with_ymd_and_hms(2026, 11, 23, hh, mm, 0)
+                .unwrap()
+        };
+        assert_eq!(
+            h.evaluate(at(12, 0), Some(at(11, 55)), Some(1000.0)),
+            HealthStatus::Ok
+        );
+        assert!(matches!(
+            h.evaluate(at(12, 0), Some(at(11, 45)), None),
+            HealthStatus::Silent { .. }
+        ));
+        assert!(matches!(
+            h.evaluate(at(12, 0), None, None),
+            HealthStatus::Silent { .. }
+        ));
+        // at night nobody expects the WMS to send
+        assert_eq!(
+            h.evaluate(at(23, 0), Some(at(21, 0)), None),
+            HealthStatus::Ok
+        );
+        assert!(matches!(
+            h.evaluate(at(12, 0), Some(at(11, 59)), Some(301_000.0)),
+            HealthStatus::Lagging { .. }
+        ));
+        // a window across midnight
+        let night = Health {
+            active: Some(parse_hours("22:00-06:00").unwrap()),
+            ..h
+        };
+        assert!(matches!(
+            night.evaluate(at(23, 0), Some(at(21, 0)), None),
+            HealthStatus::Silent { .. }
+        ));
+        assert_eq!(
+            night.evaluate(at(12, 0), Some(at(1, 0)), None),
+            HealthStatus::Ok
+        );
+        assert!(parse_hours("25:00-01:00").is_err());
+        assert!(parse_hours("06:00-06:00").is_err());
     }
 
     #[test]

@@ -360,6 +360,18 @@ pub async fn list_audit(
     Ok(Json(json!({ "audit": records })).into_response())
 }
 
+/// `GET /v1/sources`: every declared source (and the undeclared rest) with its keys,
+/// retention, storage, recent rate and lag, and health (as of the last measurement, at most
+/// 30 s old).
+pub async fn sources(State(state): State<AppState>, headers: HeaderMap) -> ApiResult {
+    state.authorize(&headers, Permission::Read).await?;
+    Ok(Json(json!({
+        "accept_undeclared": state.sources.accept_undeclared,
+        "sources": state.usage.reports(),
+    }))
+    .into_response())
+}
+
 /// `GET /v1/cluster`: the nodes sharing this store and who holds which singleton lease.
 pub async fn cluster(State(state): State<AppState>, headers: HeaderMap) -> ApiResult {
     state.authorize(&headers, Permission::Read).await?;

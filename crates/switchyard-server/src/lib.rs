@@ -217,6 +217,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs/{id}", get(api::get_job))
         .route("/v1/audit", get(api::list_audit))
         .route("/v1/cluster", get(api::cluster))
+        .route("/v1/sources", get(api::sources))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))

@@ -160,6 +160,7 @@ async fn a_source_over_its_quota_gets_429_and_others_do_not() {
     .with_sources((*sources()).clone());
     Usage {
         store: store.clone(),
+        clock: Arc::new(switchyard_core::SystemClock),
         sources: state.sources.clone(),
         map: state.usage.clone(),
         every: std::time::Duration::from_secs(30),
@@ -221,4 +222,96 @@ async fn a_source_over_its_quota_gets_429_and_others_do_not() {
     let r = post("https://wms.example.com/wh1", "fine").await.unwrap();
     assert_eq!(r.status().as_u16(), 202, "other sources are not affected");
     cancel.cancel();
+}
+
+#[tokio::test]
+async fn silent_and_lagging_sources_are_reported() {
+    let (store, _dir) = store().await;
+    let now = Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap();
+    let config = Config::parse(
+        r#"
+[[sources]]
+name = "wms"
+kind = "cloudevents"
+source = "https://wms.example.com/*"
+health = { silence_minutes = 10, active_hours = "06:00-22:00" }
+
+[[sources]]
+name = "odoo"
+kind = "cloudevents"
+source = "https://odoo.example.com/*"
+health = { max_lag_seconds = 60, silence_minutes = 30 }
+
+[[sources]]
+name = "mes"
+kind = "cloudevents"
+source = "https://mes.example.com/*"
+"#,
+        "t.toml",
+        Vec::new(),
+    )
+    .unwrap();
+    let sources = Arc::new(switchyard_core::sources::Sources::compile(&config).unwrap());
+    let at = |source: &str, id: &str, received_min_ago: i64, happened_min_ago: i64| {
+        let mut e = event(source, id, "t");
+        e.received_at = now - Duration::minutes(received_min_ago);
+        e.event.time = Some((now - Duration::minutes(happened_min_ago)).to_rfc3339());
+        e
+    };
+    store
+        .append_events(vec![
+            at("https://wms.example.com/wh1", "w1", 20, 20),
+            at("https://odoo.example.com/sale.order", "o1", 1, 11),
+            at("https://odoo.example.com/sale.order", "o2", 2, 2),
+        ])
+        .await
+        .unwrap();
+    // the server installs its recorder when it builds its state; do the same first
+    let handle = switchyard_server::metrics_handle();
+    let map = Arc::new(switchyard_server::retention::UsageMap::default());
+    let usage = Usage {
+        store: store.clone(),
+        clock: Arc::new(ManualClock::new(now)),
+        sources: sources.clone(),
+        map: map.clone(),
+        every: std::time::Duration::from_secs(30),
+    };
+    usage.measure().await.unwrap();
+    let reports = map.reports();
+    let by = |n: &str| reports.iter().find(|r| r.name == n).unwrap().clone();
+    let wms = by("wms");
+    assert_eq!(
+        wms.health,
+        switchyard_core::sources::HealthStatus::Silent {
+            reason: "nothing received for 20 min (expected within 10 min)".into()
+        }
+    );
+    let odoo = by("odoo");
+    assert!(
+        matches!(
+            odoo.health,
+            switchyard_core::sources::HealthStatus::Lagging { .. }
+        ),
+        "{odoo:?}"
+    );
+    assert_eq!(odoo.recent_events, 2);
+    assert_eq!(odoo.avg_lag_seconds, Some(300.0), "(10 min + 0) / 2");
+    assert_eq!(odoo.max_lag_seconds, Some(600.0));
+    let mes = by("mes");
+    assert_eq!(
+        mes.health,
+        switchyard_core::sources::HealthStatus::Ok,
+        "no expectations, no finding"
+    );
+    assert_eq!(mes.stored_events, 0);
+    assert!(reports.iter().any(|r| r.name == "undeclared"));
+    let text = handle.render();
+    assert!(
+        text.contains("switchyard_source_silent{source=\"wms\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("switchyard_source_lagging{source=\"odoo\"} 1"),
+        "{text}"
+    );
 }

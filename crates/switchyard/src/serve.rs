@@ -164,6 +164,7 @@ pub async fn start(
     );
     let usage = Usage {
         store: store.clone(),
+        clock: clock.clone(),
         sources: state.sources.clone(),
         map: state.usage.clone(),
         every: Duration::from_secs(30),
