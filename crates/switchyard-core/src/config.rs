@@ -306,16 +306,7 @@ impl Config {
         path: &Path,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigErrors> {
-        let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![ConfigError {
-                origin: origin.clone(),
-                line: None,
-                key: String::new(),
-                message: format!("cannot read the configuration file: {e}"),
-            }])
-        })?;
-        Config::parse(&text, &origin, env)
+        Config::load_checked(path, env, &|_| Vec::new())
     }
 
     /// Parses configuration text. `origin` names it in errors; `env` are candidate overrides
