@@ -5,83 +5,22 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
-use switchyard_core::token::{Role, generate_token, hash_token};
-use switchyard_core::{SharedClock, SystemClock};
-use switchyard_server::{AppState, Limits};
-use switchyard_store::{NewToken, SharedStore, StoreOptions};
-use tokio_util::sync::CancellationToken;
+use switchyard_core::token::hash_token;
+use switchyard_store::StoreOptions;
 
-struct Server {
-    base: String,
-    store: SharedStore,
-    admin: String,
-    ingest: String,
-    viewer: String,
-    http: reqwest::Client,
-    cancel: CancellationToken,
-    _dir: tempfile::TempDir,
-}
+mod support;
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.cancel.cancel();
-    }
-}
+use support::{Server, Setup, problem};
 
 async fn start_with(url_params: &str, opts: StoreOptions, max_body: usize) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}{url_params}", dir.path().join("t.db").display());
-    let store = switchyard_store::open(&url, &opts).await.unwrap();
-    let clock: SharedClock = Arc::new(SystemClock);
-    let mut tokens = Vec::new();
-    for (name, role) in [
-        ("admin", Role::Admin),
-        ("shop", Role::Ingest),
-        ("ops-viewer", Role::Viewer),
-    ] {
-        let secret = generate_token();
-        store
-            .create_token(
-                NewToken {
-                    name: name.into(),
-                    role,
-                    hash: hash_token(&secret),
-                    created_at: chrono::Utc::now(),
-                },
-                "cli",
-            )
-            .await
-            .unwrap();
-        tokens.push(secret);
-    }
-    let state = AppState::new(
-        store.clone(),
-        clock,
-        Limits {
-            max_body_bytes: max_body,
-            allowed_origins: vec!["eventgrid.azure.net".into()],
-        },
-        "test-node",
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let cancel = CancellationToken::new();
-    tokio::spawn(switchyard_server::serve(
-        listener,
-        state,
-        cancel.clone(),
-        Duration::from_secs(5),
-    ));
-    Server {
-        base: format!("http://{addr}"),
-        store,
-        admin: tokens[0].clone(),
-        ingest: tokens[1].clone(),
-        viewer: tokens[2].clone(),
-        http: reqwest::Client::new(),
-        cancel,
-        _dir: dir,
-    }
+    support::start(Setup {
+        url_params: url_params.into(),
+        store: opts,
+        max_body,
+        allowed_origins: vec!["eventgrid.azure.net".into()],
+        ..Default::default()
+    })
+    .await
 }
 
 async fn start() -> Server {
@@ -105,45 +44,9 @@ impl Server {
         }
     }
 
-    async fn structured(&self, body: &Value) -> reqwest::Response {
-        self.post(Some(&self.ingest))
-            .header("content-type", "application/cloudevents+json")
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap()
-    }
-
     async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
-        let s = r.status();
-        (s, r.json().await.unwrap_or(Value::Null))
+        self.get_as(path, token).await
     }
-
-    async fn count(&self) -> i64 {
-        self.store.count_events().await.unwrap()
-    }
-}
-
-/// Asserts a problem+json answer and returns its body.
-async fn problem(r: reqwest::Response, status: u16, code: &str) -> Value {
-    assert_eq!(r.status().as_u16(), status);
-    assert_eq!(
-        r.headers()["content-type"].to_str().unwrap(),
-        "application/problem+json"
-    );
-    let body: Value = r.json().await.unwrap();
-    assert_eq!(body["type"], format!("/problems/{code}"), "{body}");
-    assert_eq!(body["status"], status);
-    assert!(body["title"].is_string());
-    assert!(!body["detail"].as_str().unwrap().is_empty());
-    body
 }
 
 #[tokio::test]

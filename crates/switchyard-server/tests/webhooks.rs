@@ -14,16 +14,14 @@ use hmac::{Hmac, Mac};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::Sha256;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use switchyard_core::Config;
 use switchyard_core::sources::{SignatureEncoding, Sources, VerifyConfig};
-use switchyard_core::token::{Role, generate_token, hash_token};
-use switchyard_core::{Config, SharedClock, SystemClock};
 use switchyard_server::webhooks::verify;
-use switchyard_server::{AppState, Limits};
-use switchyard_store::{NewToken, SharedStore, StoreOptions};
-use tokio_util::sync::CancellationToken;
+
+mod support;
+
+use support::{Server, Setup, problem};
 
 // ---------------------------------------------------------------------------------------
 // Independent signing, per vendor specification
@@ -681,77 +679,14 @@ fn env_secret(value: &str) -> String {
     name
 }
 
-struct Server {
-    base: String,
-    store: SharedStore,
-    ingest: String,
-    viewer: String,
-    http: reqwest::Client,
-    cancel: CancellationToken,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.cancel.cancel();
-    }
-}
-
 async fn start_with(config_toml: &str) -> Server {
     let config = Config::parse(config_toml, "t.toml", vec![])
         .unwrap_or_else(|e| panic!("test configuration: {e}"));
-    let sources = Sources::compile(&config).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("t.db").display());
-    let store = switchyard_store::open(&url, &StoreOptions::default())
-        .await
-        .unwrap();
-    let clock: SharedClock = Arc::new(SystemClock);
-    let mut tokens = Vec::new();
-    for (name, role) in [("shop", Role::Ingest), ("ops-viewer", Role::Viewer)] {
-        let secret = generate_token();
-        store
-            .create_token(
-                NewToken {
-                    name: name.into(),
-                    role,
-                    hash: hash_token(&secret),
-                    created_at: Utc::now(),
-                },
-                "cli",
-            )
-            .await
-            .unwrap();
-        tokens.push(secret);
-    }
-    let state = AppState::new(
-        store.clone(),
-        clock,
-        Limits {
-            max_body_bytes: 64 * 1024,
-            allowed_origins: vec!["*".into()],
-        },
-        "test-node",
-    )
-    .with_sources(sources);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let cancel = CancellationToken::new();
-    tokio::spawn(switchyard_server::serve(
-        listener,
-        state,
-        cancel.clone(),
-        Duration::from_secs(5),
-    ));
-    Server {
-        base: format!("http://{addr}"),
-        store,
-        ingest: tokens[0].clone(),
-        viewer: tokens[1].clone(),
-        http: reqwest::Client::new(),
-        cancel,
-        _dir: dir,
-    }
+    support::start(Setup {
+        sources: Sources::compile(&config).unwrap(),
+        ..Default::default()
+    })
+    .await
 }
 
 impl Server {
@@ -759,27 +694,8 @@ impl Server {
         self.http.post(format!("{}/v1/webhooks/{path}", self.base))
     }
 
-    async fn structured(&self, body: &Value) -> reqwest::Response {
-        self.http
-            .post(format!("{}/v1/events", self.base))
-            .bearer_auth(&self.ingest)
-            .header("content-type", "application/cloudevents+json")
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap()
-    }
-
     async fn get(&self, path_and_query: &str) -> (StatusCode, Value) {
-        let r = self
-            .http
-            .get(format!("{}{path_and_query}", self.base))
-            .bearer_auth(&self.viewer)
-            .send()
-            .await
-            .unwrap();
-        let s = r.status();
-        (s, r.json().await.unwrap_or(Value::Null))
+        self.get_as(path_and_query, &self.viewer).await
     }
 
     /// The events a `GET /v1/events?…` query returns (asserting 200).
@@ -788,24 +704,6 @@ impl Server {
         assert_eq!(st, StatusCode::OK, "{query}: {body}");
         body["events"].as_array().unwrap().clone()
     }
-
-    async fn count(&self) -> i64 {
-        self.store.count_events().await.unwrap()
-    }
-}
-
-/// Asserts a problem+json answer and returns its body.
-async fn problem(r: reqwest::Response, status: u16, code: &str) -> Value {
-    assert_eq!(r.status().as_u16(), status);
-    assert_eq!(
-        r.headers()["content-type"].to_str().unwrap(),
-        "application/problem+json"
-    );
-    let body: Value = r.json().await.unwrap();
-    assert_eq!(body["type"], format!("/problems/{code}"), "{body}");
-    assert_eq!(body["status"], status);
-    assert!(!body["detail"].as_str().unwrap().is_empty());
-    body
 }
 
 /// `source id` of each event, in order.
