@@ -458,7 +458,7 @@ impl Config {
                     {
                         path.push(Seg::Key(field));
                     }
-                    if SECRET_KEYS.contains(&path_string(&path).as_str()) {
+                    if is_secret_key(&path_string(&path)) {
                         // e.g. "invalid type: integer `123456`": never echo a secret's value.
                         message = without_quoted_values(&message);
                     }
@@ -563,7 +563,10 @@ impl Config {
 }
 
 /// Keys holding a [`Secret`]: their values never appear in messages.
-const SECRET_KEYS: &[&str] = &["store.password"];
+/// Keys holding secrets (or lists of them): their values never appear in a message.
+fn is_secret_key(key: &str) -> bool {
+    key == "store.password" || key.contains(".secrets") || key.ends_with(".verify")
+}
 
 /// Removes `` `…` `` quoted values from a serde message: "invalid type: integer `123`,
 /// expected a string" becomes "invalid type: integer, expected a string".

@@ -317,30 +317,45 @@ pub struct Source {
 
 impl Source {
     /// The business keys `event` carries: every non-null text output of each key's program,
-    /// sorted and without repeats. A program that fails is an error naming the key.
-    pub fn extract_keys(&self, event: &CloudEvent) -> Result<Vec<(String, String)>, String> {
+    /// sorted and without repeats, and a message for each key whose program failed (the
+    /// other keys are still returned).
+    pub fn extract_keys(&self, event: &CloudEvent) -> (Vec<(String, String)>, Vec<String>) {
+        let mut out = Vec::new();
+        let mut errors = Vec::new();
         if self.keys.is_empty() {
-            return Ok(Vec::new());
+            return (out, errors);
         }
         let json = event.to_json();
-        let mut out = Vec::new();
         for (name, jq) in &self.keys {
-            for v in jq.run(&json, &[]).map_err(|e| format!("key {name}: {e}"))? {
+            let values = match jq.run(&json, &[]) {
+                Ok(v) => v,
+                Err(e) => {
+                    errors.push(format!("key {name}: {e}"));
+                    continue;
+                }
+            };
+            let mut found = Vec::new();
+            let texts: Result<(), String> = values.iter().try_for_each(|v| {
                 match v {
                     Value::Null => {}
+                    // several values of one key (an invoice for several orders)
                     Value::Array(items) => {
-                        // several values of one key (an invoice for several orders)
                         for item in items.iter().filter(|i| !i.is_null()) {
-                            out.push((name.clone(), key_text(name, item)?));
+                            found.push((name.clone(), key_text(name, item)?));
                         }
                     }
-                    other => out.push((name.clone(), key_text(name, &other)?)),
+                    other => found.push((name.clone(), key_text(name, other)?)),
                 }
+                Ok(())
+            });
+            match texts {
+                Ok(()) => out.extend(found),
+                Err(e) => errors.push(e),
             }
         }
         out.sort();
         out.dedup();
-        Ok(out)
+        (out, errors)
     }
 }
 
@@ -349,7 +364,9 @@ fn key_text(name: &str, v: &Value) -> Result<String, String> {
         Some(s) if !s.is_empty() && s.len() <= 512 => Ok(s),
         Some(s) if s.is_empty() => Err(format!("key {name}: the value is empty")),
         Some(_) => Err(format!("key {name}: the value is longer than 512 bytes")),
-        None => Err(format!("key {name}: {v} is not a string or number")),
+        None => Err(format!(
+            "key {name}: {v} is not a string, number or boolean"
+        )),
     }
 }
 
@@ -811,6 +828,15 @@ secrets = ["env:SWITCHYARD_TEST_UNSET_SECRET"]
     }
 
     #[test]
+    fn secrets_of_the_wrong_type_are_not_echoed() {
+        let e = config(
+            "[[sources]]\nname = \"shop\"\nkind = \"webhook\"\nsource = \"https://s.example.com\"\n[sources.verify]\nkind = \"bearer\"\nsecrets = [987654321]\n",
+        )
+        .unwrap_err();
+        assert!(!e.to_string().contains("987654321"), "{e}");
+    }
+
+    #[test]
     fn silence_counts_only_in_active_hours_and_lag_against_its_threshold() {
         use chrono::TimeZone;
         let h = Health {
@@ -880,11 +906,8 @@ keys = { sale_order = ".data.name", shop_order = ".data.origin", invoice_of = ".
         }))
         .unwrap()
         .event;
-        let keys = s
-            .for_cloudevent(&ev.source)
-            .unwrap()
-            .extract_keys(&ev)
-            .unwrap();
+        let (keys, errors) = s.for_cloudevent(&ev.source).unwrap().extract_keys(&ev);
+        assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(
             keys,
             vec![
@@ -894,5 +917,20 @@ keys = { sale_order = ".data.name", shop_order = ".data.origin", invoice_of = ".
                 ("shop_order".into(), "#1042".into()),
             ]
         );
+        // one failing program does not cost the others
+        let c = config(
+            r#"
+[[sources]]
+name = "odoo"
+kind = "cloudevents"
+source = "https://odoo.example.com/*"
+keys = { sale_order = ".data.name", broken = ".data.name + 1", object = ".data" }
+"#,
+        )
+        .unwrap();
+        let s = Sources::compile(&c).unwrap();
+        let (keys, errors) = s.for_cloudevent(&ev.source).unwrap().extract_keys(&ev);
+        assert_eq!(keys, vec![("sale_order".to_string(), "S00042".to_string())]);
+        assert_eq!(errors.len(), 2, "{errors:?}");
     }
 }

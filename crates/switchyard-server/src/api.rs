@@ -65,6 +65,7 @@ pub fn event_json(e: &StoredEvent) -> Value {
         "position": e.position,
         "received_at": e.received_at,
         "keys": e.keys,
+        "payload_purged": e.payload_purged,
         "event": e.event.to_json(),
     })
 }

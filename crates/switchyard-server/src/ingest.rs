@@ -400,25 +400,23 @@ pub fn keys_of(
     index: Option<usize>,
     warnings: &mut Vec<FieldError>,
 ) -> Result<Vec<BusinessKey>, ApiError> {
-    match source.extract_keys(event) {
-        Ok(keys) => Ok(keys
-            .into_iter()
-            .map(|(n, v)| BusinessKey::new(n, v))
-            .collect()),
-        Err(e) => {
-            metrics::counter!("switchyard_ingest_key_errors_total", "source" => source.name.clone())
-                .increment(1);
-            tracing::warn!(event_id = %event.id, source = %event.source, error = %e, "business key extraction failed; event stored without keys");
-            warnings.push(FieldError {
-                index,
-                field: "keys".into(),
-                pointer: None,
-                header: None,
-                detail: e,
-            });
-            Ok(Vec::new())
-        }
+    let (keys, errors) = source.extract_keys(event);
+    for e in errors {
+        metrics::counter!("switchyard_ingest_key_errors_total", "source" => source.name.clone())
+            .increment(1);
+        tracing::warn!(event_id = %event.id, source = %event.source, error = %e, "business key extraction failed; event stored without that key");
+        warnings.push(FieldError {
+            index,
+            field: "keys".into(),
+            pointer: None,
+            header: None,
+            detail: e,
+        });
     }
+    Ok(keys
+        .into_iter()
+        .map(|(n, v)| BusinessKey::new(n, v))
+        .collect())
 }
 
 fn outcome_json(event: &CloudEvent, a: Appended) -> Value {

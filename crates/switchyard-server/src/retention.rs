@@ -266,8 +266,18 @@ impl Usage {
             metrics::gauge!("switchyard_source_lagging", "source" => l.clone())
                 .set(f64::from(u8::from(lagging)));
             let was = previous.iter().find(|r| r.name == label).map(|r| &r.health);
-            if health != HealthStatus::Ok && was != Some(&health) {
-                tracing::warn!(source = %label, health = ?health, "source health changed");
+            // log changes of state only, not every measurement of a lasting one
+            let variant = |h: &HealthStatus| std::mem::discriminant(h);
+            let changed = was.is_none_or(|w| variant(w) != variant(&health));
+            match (&health, was) {
+                (HealthStatus::Ok, Some(w)) if changed && *w != HealthStatus::Ok => {
+                    tracing::info!(source = %label, "source healthy again");
+                }
+                (HealthStatus::Ok, _) => {}
+                (h, _) if changed => {
+                    tracing::warn!(source = %label, health = ?h, "source health changed")
+                }
+                _ => {}
             }
             reports.push(SourceReport {
                 name: label,

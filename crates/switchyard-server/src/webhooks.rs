@@ -251,7 +251,6 @@ async fn receive(
         .webhook
         .as_ref()
         .ok_or_else(|| ApiError::new(Problem::Internal, "webhook source without a mapping"))?;
-    crate::ingest::check_quota(state, source)?;
     let bytes = read_limited(headers, body, state.limits.max_body_bytes).await?;
     let secrets: Vec<String> = wh
         .verify
@@ -280,6 +279,8 @@ async fn receive(
             format!("webhook \"{name}\" refused: {why}; nothing was stored"),
         ));
     }
+    // only a verified sender learns about the quota
+    crate::ingest::check_quota(state, source)?;
 
     // What jq sees: the body (JSON if it parses, else its text) and the headers.
     let content_type = header(headers, header::CONTENT_TYPE.as_str()).map(str::to_string);

@@ -165,7 +165,7 @@ pub struct StoredEvent {
     pub event: CloudEvent,
     /// Sorted by name, then value.
     pub keys: Vec<BusinessKey>,
-    /// Retention dropped this event's data and keys; its attributes remain.
+    /// Retention dropped this event's data; its attributes and keys remain.
     pub payload_purged: bool,
 }
 

@@ -881,7 +881,7 @@ impl Store for SqliteStore {
         self.read(|c| {
             let mut s = c
                 .prepare(
-                    "SELECT source, COUNT(*), SUM(payload_purged), SUM(length(envelope)), MAX(received_at)
+                    "SELECT source, COUNT(*), SUM(payload_purged), SUM(length(CAST(envelope AS BLOB))), MAX(received_at)
                      FROM events GROUP BY source ORDER BY source",
                 )
                 .map_err(map_err)?;
