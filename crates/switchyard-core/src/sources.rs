@@ -441,6 +441,11 @@ impl Sources {
             };
             if raw.is_empty() || raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 problems.push((at("source"), "must be a non-empty URI-reference".into()));
+            } else if sc.kind == SourceKind::Webhook
+                && let Some(v) = source_violation(&raw)
+            {
+                // every event the webhook makes carries it: refuse it here, not per request
+                problems.push((at("source"), v));
             } else if !patterns.insert(pattern.clone()) {
                 problems.push((
                     at("source"),
@@ -535,10 +540,12 @@ impl Sources {
                 dedupe_days: r.dedupe_days.unwrap_or(config.retention.dedupe_days),
                 quota_bytes: r.quota_mib.map(|m| m * 1024 * 1024),
             };
-            if retention.payload_days == 0 {
+            // an inherited [retention] problem is reported once, at [retention]
+            let overridden = r.payload_days.is_some() || r.dedupe_days.is_some();
+            if overridden && retention.payload_days == 0 {
                 problems.push((at("retention.payload_days"), "must be at least 1".into()));
             }
-            if retention.dedupe_days < retention.payload_days {
+            if overridden && retention.dedupe_days < retention.payload_days {
                 problems.push((
                     at("retention.dedupe_days"),
                     format!(
@@ -725,6 +732,23 @@ fn check_verify(v: &VerifyConfig, at: &str, problems: &mut Vec<(String, String)>
     }
 }
 
+/// Why `source` is not a valid CloudEvents `source`, by the same rules ingest applies.
+fn source_violation(source: &str) -> Option<String> {
+    let attrs = [
+        ("specversion", "1.0"),
+        ("id", "x"),
+        ("type", "x"),
+        ("source", source),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+    .collect();
+    CloudEvent::from_parts(crate::cloudevent::RawAttributes { attrs }, None)
+        .err()
+        .and_then(|v| v.into_iter().find(|v| v.field == "source"))
+        .map(|v| v.detail)
+}
+
 /// The HMAC key of a Standard Webhooks secret (`whsec_<base64>`).
 pub fn standard_webhooks_key(secret: &str) -> Option<Vec<u8>> {
     use base64::Engine;
@@ -824,6 +848,20 @@ secrets = ["env:SWITCHYARD_TEST_UNSET_SECRET"]
         assert!(
             text.contains("sources[1].verify: only webhook sources verify"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn a_webhook_source_must_be_a_valid_cloudevents_source() {
+        let e = config(
+            "[[sources]]\nname = \"shop\"\nkind = \"webhook\"\nsource = \"https://s.example.com/a|b\"\n[sources.verify]\nkind = \"path-token\"\nsecrets = [\"file:/dev/null\"]\n[sources.event]\nid = \".id\"\ntype = '\"t\"'\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains(
+                "sources[0].source: \"https://s.example.com/a|b\" is not a URI-reference"
+            ),
+            "{e}"
         );
     }
 
