@@ -65,12 +65,17 @@ impl Jq {
 
     /// Every output of the program on `input`, with `vars` in the order they were declared.
     pub fn run(&self, input: &Value, vars: &[Value]) -> Result<Vec<Value>, String> {
+        self.run_prepared(&Prepared::new(input)?, vars)
+    }
+
+    /// Like [`Jq::run`] on an input converted once for several programs.
+    pub fn run_prepared(&self, input: &Prepared, vars: &[Value]) -> Result<Vec<Value>, String> {
         assert_eq!(
             vars.len(),
             self.vars,
             "jq variables must match their declaration"
         );
-        let input = to_val(input)?;
+        let input = input.0.clone();
         let vars = Vars::new(vars.iter().map(to_val).collect::<Result<Vec<_>, _>>()?);
         let ctx = Ctx::<data::JustLut<Val>>::new(&self.filter.lut, vars);
         self.filter
@@ -87,6 +92,15 @@ impl Jq {
     /// The first output, or `None` when the program yields nothing or `null`.
     pub fn first(&self, input: &Value, vars: &[Value]) -> Result<Option<Value>, String> {
         Ok(self.run(input, vars)?.into_iter().find(|v| !v.is_null()))
+    }
+}
+
+/// An input converted to jq's value type once, to run several programs over it.
+pub struct Prepared(Val);
+
+impl Prepared {
+    pub fn new(v: &Value) -> Result<Prepared, String> {
+        to_val(v).map(Prepared)
     }
 }
 

@@ -325,9 +325,12 @@ impl Source {
         if self.keys.is_empty() {
             return (out, errors);
         }
-        let json = event.to_json();
+        let input = match crate::jq::Prepared::new(&event.to_json()) {
+            Ok(i) => i,
+            Err(e) => return (out, vec![format!("keys: {e}")]),
+        };
         for (name, jq) in &self.keys {
-            let values = match jq.run(&json, &[]) {
+            let values = match jq.run_prepared(&input, &[]) {
                 Ok(v) => v,
                 Err(e) => {
                     errors.push(format!("key {name}: {e}"));

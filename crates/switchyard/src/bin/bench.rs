@@ -34,6 +34,9 @@ struct Args {
     /// Events to have stored before reading the server's resident memory (0 = skip).
     #[arg(long, default_value_t = 1_000_000)]
     rss_events: u64,
+    /// Declare the bench's source with three business keys (jq), to measure their cost.
+    #[arg(long)]
+    keys: bool,
     /// PostgreSQL server for the postgres backend (a fresh schema is used and dropped).
     #[arg(
         long,
@@ -70,7 +73,16 @@ fn sibling(name: &str) -> anyhow::Result<PathBuf> {
     Ok(p)
 }
 
-fn start_server(dir: &Path, store_url: &str) -> anyhow::Result<Server> {
+/// The bench's source declared with three jq business keys (`--keys`).
+const KEYS_SOURCE: &str = r#"
+[[sources]]
+name = "bench"
+kind = "cloudevents"
+source = "https://shop.example.com/bench"
+keys = { shop_order = ".subject", customer = ".data.customer", order = ".data.order" }
+"#;
+
+fn start_server(dir: &Path, store_url: &str, keys: bool) -> anyhow::Result<Server> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -78,7 +90,8 @@ fn start_server(dir: &Path, store_url: &str) -> anyhow::Result<Server> {
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n[store]\nurl = \"{store_url}\"\npool_size = 16\nwriter_queue = 8192\n[log]\nlevel = \"warn\"\n"
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[store]\nurl = \"{store_url}\"\npool_size = 16\nwriter_queue = 8192\n[log]\nlevel = \"warn\"\n{}",
+            if keys { KEYS_SOURCE } else { "" }
         ),
     )?;
     let bin = sibling("switchyard")?;
@@ -292,9 +305,16 @@ async fn bench_backend(args: &Args, backend: &str) -> anyhow::Result<()> {
         other => bail!("unknown backend {other}"),
     };
     let fsync = fsync_rate(dir.path()).context("measuring fsync")?;
-    let server = start_server(dir.path(), &url)?;
+    let server = start_server(dir.path(), &url, args.keys)?;
 
-    println!("\n### {backend}\n");
+    println!(
+        "\n### {backend}{}\n",
+        if args.keys {
+            " (declared source, 3 business keys per event)"
+        } else {
+            ""
+        }
+    );
     println!(
         "raw fsync rate of {} (4 KiB write + fdatasync): {fsync:.0}/s",
         dir.path().display()
