@@ -330,6 +330,7 @@ pub fn parse_request(
 pub fn source_keys(
     state: &AppState,
     event: &CloudEvent,
+    mode: Mode,
     index: Option<usize>,
     warnings: &mut Vec<FieldError>,
 ) -> Result<Vec<BusinessKey>, ApiError> {
@@ -358,11 +359,12 @@ pub fn source_keys(
         .with_errors(vec![FieldError {
             index,
             field: "source".into(),
-            pointer: Some(match index {
+            // where the sender wrote it: a header in binary mode, the body otherwise
+            pointer: (mode != Mode::Binary).then(|| match index {
                 Some(i) => format!("/{i}/source"),
                 None => "/source".into(),
             }),
-            header: None,
+            header: (mode == Mode::Binary).then(|| "ce-source".to_string()),
             detail: "not declared".into(),
         }]));
     };
@@ -463,7 +465,7 @@ async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Res
     let mut events = Vec::with_capacity(parsed.len());
     for (i, p) in parsed.into_iter().enumerate() {
         let index = (mode == Mode::Batch).then_some(i);
-        let keys = source_keys(state, &p.event, index, &mut warnings)?;
+        let keys = source_keys(state, &p.event, mode, index, &mut warnings)?;
         events.push(NewEvent {
             event: p.event,
             received_at,

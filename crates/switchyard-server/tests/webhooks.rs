@@ -1485,7 +1485,12 @@ async fn undeclared_sources_are_refused_or_accepted_by_configuration() {
         .send()
         .await
         .unwrap();
-    problem(r, 403, "undeclared-source").await;
+    let p = problem(r, 403, "undeclared-source").await;
+    assert_eq!(
+        p["errors"][0]["header"], "ce-source",
+        "binary mode names the header: {p}"
+    );
+    assert!(p["errors"][0].get("pointer").is_none());
     // a batch with one undeclared member stores nothing, and names the member
     let declared = odoo(
         "https://odoo.example.com/sale",
