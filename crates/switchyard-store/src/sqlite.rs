@@ -15,7 +15,7 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
@@ -124,6 +124,8 @@ pub struct SqliteStore {
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: r2d2::Pool<SqliteConnectionManager>,
     stop_checkpointer: std::sync::Arc<AtomicBool>,
+    /// WAL pages not yet copied into the database, as of the last checkpoint (-1: none yet).
+    wal_backlog: std::sync::Arc<AtomicI64>,
 }
 
 fn map_err(e: rusqlite::Error) -> Error {
@@ -294,7 +296,8 @@ impl SqliteStore {
             .map_err(|e| Error::Unavailable(e.to_string()))?;
 
         let stop = std::sync::Arc::new(AtomicBool::new(false));
-        spawn_checkpointer(path.clone(), stop.clone());
+        let backlog = std::sync::Arc::new(AtomicI64::new(-1));
+        spawn_checkpointer(path.clone(), stop.clone(), backlog.clone());
 
         Ok(SqliteStore {
             path,
@@ -302,11 +305,19 @@ impl SqliteStore {
             writer_thread: Mutex::new(Some(writer_thread)),
             readers,
             stop_checkpointer: stop,
+            wal_backlog: backlog,
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// WAL pages the background checkpointer has not yet copied into the database, as of
+    /// its last run (every 250 ms); `None` before its first run.
+    pub fn wal_backlog(&self) -> Option<i64> {
+        let v = self.wal_backlog.load(Ordering::Relaxed);
+        (v >= 0).then_some(v)
     }
 
     fn sender(&self) -> Result<mpsc::Sender<WriteJob>> {
@@ -440,7 +451,11 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<WriteJob>) {
     }
 }
 
-fn spawn_checkpointer(path: PathBuf, stop: std::sync::Arc<AtomicBool>) {
+fn spawn_checkpointer(
+    path: PathBuf,
+    stop: std::sync::Arc<AtomicBool>,
+    backlog: std::sync::Arc<AtomicI64>,
+) {
     let _ = std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
         .spawn(move || {
@@ -459,8 +474,9 @@ fn spawn_checkpointer(path: PathBuf, stop: std::sync::Arc<AtomicBool>) {
                     Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
                 }) {
                     Ok((log, done)) => {
-                        metrics::gauge!("switchyard_store_wal_pages")
-                            .set((log - done).max(0) as f64);
+                        let left = (log - done).max(0);
+                        backlog.store(left, Ordering::Relaxed);
+                        metrics::gauge!("switchyard_store_wal_pages").set(left as f64);
                     }
                     Err(e) => tracing::debug!(error = %e, "passive checkpoint skipped"),
                 }
