@@ -193,13 +193,22 @@ fn pool_err(e: deadpool_postgres::PoolError) -> Error {
     Error::Unavailable(format!("no database connection: {e}"))
 }
 
-/// A source scope as a PostgreSQL condition with numbered parameters from `first`.
-fn pg_scope(scope: &SourceScope, first: usize) -> (String, Vec<String>) {
-    scope.sql(
-        first,
+/// A source scope as a PostgreSQL condition, its parameters numbered after `lead`'s
+/// (`$1`…); the scope's values are borrowed from `values`, which the caller keeps alive.
+fn pg_scope<'a>(
+    scope: &SourceScope,
+    lead: Vec<&'a (dyn ToSql + Sync)>,
+    values: &'a mut Vec<String>,
+) -> (String, Vec<&'a (dyn ToSql + Sync)>) {
+    let (cond, scope_params) = scope.sql(
+        lead.len() + 1,
         |i| format!("${i}"),
         |i| format!("starts_with(source, ${i})"),
-    )
+    );
+    *values = scope_params;
+    let mut params = lead;
+    params.extend(values.iter().map(|v| v as &(dyn ToSql + Sync)));
+    (cond, params)
 }
 
 /// Checks a PostgreSQL URL's syntax and parameters without connecting.
@@ -711,11 +720,10 @@ impl Store for PgStore {
         limit: usize,
     ) -> Result<u64> {
         let c = self.client().await?;
-        let (cond, sp) = pg_scope(scope, 3);
         let limit = limit.clamp(1, 100_000) as i64;
         let before = micros(before);
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&before, &limit];
-        params.extend(sp.iter().map(|p| p as &(dyn ToSql + Sync)));
+        let mut values = Vec::new();
+        let (cond, params) = pg_scope(scope, vec![&before, &limit], &mut values);
         c.execute(
             &format!(
                 "DELETE FROM events WHERE seq IN (
@@ -729,10 +737,9 @@ impl Store for PgStore {
 
     async fn count_events_before(&self, before: DateTime<Utc>, scope: &SourceScope) -> Result<i64> {
         let c = self.client().await?;
-        let (cond, sp) = pg_scope(scope, 2);
         let before = micros(before);
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&before];
-        params.extend(sp.iter().map(|p| p as &(dyn ToSql + Sync)));
+        let mut values = Vec::new();
+        let (cond, params) = pg_scope(scope, vec![&before], &mut values);
         Ok(c.query_one(
             &format!("SELECT COUNT(*) FROM events WHERE received_at < $1 AND {cond}"),
             &params,
@@ -749,11 +756,10 @@ impl Store for PgStore {
         limit: usize,
     ) -> Result<u64> {
         let c = self.client().await?;
-        let (cond, sp) = pg_scope(scope, 3);
         let limit = limit.clamp(1, 100_000) as i64;
         let before = micros(before);
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&before, &limit];
-        params.extend(sp.iter().map(|p| p as &(dyn ToSql + Sync)));
+        let mut values = Vec::new();
+        let (cond, params) = pg_scope(scope, vec![&before, &limit], &mut values);
         c.execute(
             &format!(
                 "UPDATE events SET envelope = ((envelope::jsonb - 'data') - 'data_base64')::text,

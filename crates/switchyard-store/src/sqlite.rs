@@ -153,13 +153,19 @@ fn set_pragmas(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch("PRAGMA foreign_keys = ON;")
 }
 
-/// A source scope as an SQLite condition with numbered parameters from `first`.
-fn sqlite_scope(scope: &SourceScope, first: usize) -> (String, Vec<String>) {
-    scope.sql(
-        first,
+/// A source scope as an SQLite condition, its parameters numbered after `lead`'s (`?1`…).
+fn sqlite_scope(
+    scope: &SourceScope,
+    lead: Vec<rusqlite::types::Value>,
+) -> (String, Vec<rusqlite::types::Value>) {
+    let (cond, scope_params) = scope.sql(
+        lead.len() + 1,
         |i| format!("?{i}"),
         |i| format!("substr(source, 1, length(?{i})) = ?{i}"),
-    )
+    );
+    let mut params = lead;
+    params.extend(scope_params.into_iter().map(Into::into));
+    (cond, params)
 }
 
 /// Splits our `max_size_mib=N` parameter off a SQLite path.
@@ -817,15 +823,13 @@ impl Store for SqliteStore {
         scope: &SourceScope,
         limit: usize,
     ) -> Result<u64> {
-        let (cond, scope_params) = sqlite_scope(scope, 3);
         let limit = limit.clamp(1, 100_000) as i64;
+        let (cond, p) = sqlite_scope(scope, vec![micros(before).into(), limit.into()]);
         self.write(move |c| {
             let sql = format!(
                 "DELETE FROM events WHERE seq IN (
                     SELECT seq FROM events WHERE received_at < ?1 AND {cond} ORDER BY seq LIMIT ?2)"
             );
-            let mut p: Vec<rusqlite::types::Value> = vec![micros(before).into(), limit.into()];
-            p.extend(scope_params.into_iter().map(Into::into));
             c.execute(&sql, rusqlite::params_from_iter(p))
                 .map(|n| n as u64)
                 .map_err(map_err)
@@ -834,11 +838,9 @@ impl Store for SqliteStore {
     }
 
     async fn count_events_before(&self, before: DateTime<Utc>, scope: &SourceScope) -> Result<i64> {
-        let (cond, scope_params) = sqlite_scope(scope, 2);
+        let (cond, p) = sqlite_scope(scope, vec![micros(before).into()]);
         self.read(move |c| {
             let sql = format!("SELECT COUNT(*) FROM events WHERE received_at < ?1 AND {cond}");
-            let mut p: Vec<rusqlite::types::Value> = vec![micros(before).into()];
-            p.extend(scope_params.into_iter().map(Into::into));
             c.query_row(&sql, rusqlite::params_from_iter(p), |r| r.get(0))
                 .map_err(map_err)
         })
@@ -851,8 +853,8 @@ impl Store for SqliteStore {
         scope: &SourceScope,
         limit: usize,
     ) -> Result<u64> {
-        let (cond, scope_params) = sqlite_scope(scope, 3);
         let limit = limit.clamp(1, 100_000) as i64;
+        let (cond, p) = sqlite_scope(scope, vec![micros(before).into(), limit.into()]);
         self.write(move |c| {
             let sql = format!(
                 "UPDATE events SET envelope = json_remove(envelope, '$.data', '$.data_base64'),
@@ -861,8 +863,6 @@ impl Store for SqliteStore {
                                WHERE received_at < ?1 AND payload_purged = 0 AND {cond}
                                ORDER BY seq LIMIT ?2)"
             );
-            let mut p: Vec<rusqlite::types::Value> = vec![micros(before).into(), limit.into()];
-            p.extend(scope_params.into_iter().map(Into::into));
             c.execute(&sql, rusqlite::params_from_iter(p))
                 .map(|n| n as u64)
                 .map_err(map_err)
