@@ -35,6 +35,91 @@ pub struct Config {
     /// Declared sources: CloudEvents senders and named webhook endpoints.
     #[serde(default)]
     pub sources: Vec<crate::sources::SourceConfig>,
+    /// Where flows send their payloads.
+    #[serde(default)]
+    pub destinations: Vec<crate::flows::DestinationConfig>,
+    /// Which events go where, mapped and validated how.
+    #[serde(default)]
+    pub flows: Vec<crate::flows::FlowConfig>,
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
+    /// The configuration file's directory (relative schema files are read from it).
+    #[serde(skip)]
+    pub base_dir: Option<std::path::PathBuf>,
+}
+
+/// The delivery engine's own settings (per node).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// Seconds a claimed delivery stays leased (real time); a node that dies mid-delivery
+    /// loses it after this long and another node delivers it again.
+    #[serde(default = "default_lease_seconds")]
+    pub lease_seconds: u64,
+    /// Milliseconds between looks at the queue when nothing woke the engine (retries that
+    /// come due, work other nodes wrote).
+    #[serde(default = "default_poll_ms")]
+    pub poll_ms: u64,
+    /// Deliveries in flight per priority lane.
+    #[serde(default)]
+    pub lanes: LaneConcurrency,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LaneConcurrency {
+    #[serde(default = "default_critical")]
+    pub critical: u32,
+    #[serde(default = "default_standard")]
+    pub standard: u32,
+    #[serde(default = "default_bulk")]
+    pub bulk: u32,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            lease_seconds: default_lease_seconds(),
+            poll_ms: default_poll_ms(),
+            lanes: LaneConcurrency::default(),
+        }
+    }
+}
+
+impl Default for LaneConcurrency {
+    fn default() -> Self {
+        Self {
+            critical: default_critical(),
+            standard: default_standard(),
+            bulk: default_bulk(),
+        }
+    }
+}
+
+impl LaneConcurrency {
+    pub fn of(&self, lane: crate::delivery::Lane) -> u32 {
+        match lane {
+            crate::delivery::Lane::Critical => self.critical,
+            crate::delivery::Lane::Standard => self.standard,
+            crate::delivery::Lane::Bulk => self.bulk,
+        }
+    }
+}
+
+fn default_lease_seconds() -> u64 {
+    60
+}
+fn default_poll_ms() -> u64 {
+    250
+}
+fn default_critical() -> u32 {
+    64
+}
+fn default_standard() -> u32 {
+    64
+}
+fn default_bulk() -> u32 {
+    16
 }
 
 /// Default retention, for every source that does not set its own.
@@ -336,13 +421,30 @@ impl Config {
                 message: format!("cannot read the configuration file: {e}"),
             }])
         })?;
-        Config::parse_checked(&text, &origin, env, extra)
+        let base = path.parent().map(|p| {
+            if p.as_os_str().is_empty() {
+                std::path::PathBuf::from(".")
+            } else {
+                p.to_path_buf()
+            }
+        });
+        Config::parse_in(&text, &origin, base, env, extra)
     }
 
     /// [`Config::parse`] with `extra` checks (see [`Config::load_checked`]).
     pub fn parse_checked(
         text: &str,
         origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+        extra: &dyn Fn(&Config) -> Vec<(String, String)>,
+    ) -> Result<Config, ConfigErrors> {
+        Config::parse_in(text, origin, None, env, extra)
+    }
+
+    fn parse_in(
+        text: &str,
+        origin: &str,
+        base_dir: Option<std::path::PathBuf>,
         env: impl IntoIterator<Item = (String, String)>,
         extra: &dyn Fn(&Config) -> Vec<(String, String)>,
     ) -> Result<Config, ConfigErrors> {
@@ -446,7 +548,8 @@ impl Config {
                 }
             };
             match serde_path_to_error::deserialize::<_, Config>(de) {
-                Ok(c) => {
+                Ok(mut c) => {
+                    c.base_dir = base_dir.clone();
                     config = Some(c);
                     break;
                 }
@@ -498,6 +601,23 @@ impl Config {
         let mut out = Vec::new();
         if let Err(problems) = crate::sources::Sources::compile(self) {
             out.extend(problems);
+        }
+        if let Err(problems) = crate::flows::Flows::compile(self) {
+            out.extend(problems);
+        }
+        if self.delivery.lease_seconds < 5 {
+            out.push(("delivery.lease_seconds".into(), "must be at least 5".into()));
+        }
+        if self.delivery.poll_ms == 0 {
+            out.push(("delivery.poll_ms".into(), "must be at least 1".into()));
+        }
+        for lane in crate::delivery::Lane::ALL {
+            if self.delivery.lanes.of(lane) == 0 {
+                out.push((
+                    format!("delivery.lanes.{}", lane.as_str()),
+                    "must be at least 1".into(),
+                ));
+            }
         }
         if self.retention.payload_days == 0 {
             out.push(("retention.payload_days".into(), "must be at least 1".into()));
@@ -565,7 +685,12 @@ impl Config {
 /// Keys holding a [`Secret`]: their values never appear in messages.
 /// Keys holding secrets (or lists of them): their values never appear in a message.
 fn is_secret_key(key: &str) -> bool {
-    key == "store.password" || key.contains(".secrets") || key.ends_with(".verify")
+    key == "store.password"
+        || key.contains(".secrets")
+        || key.ends_with(".verify")
+        || key.ends_with(".auth")
+        || key.contains(".auth.")
+        || key.ends_with(".signing_secret")
 }
 
 /// Removes `` `…` `` quoted values from a serde message: "invalid type: integer `123`,

@@ -4,6 +4,8 @@
 pub mod clock;
 pub mod cloudevent;
 pub mod config;
+pub mod delivery;
+pub mod flows;
 pub mod jq;
 pub mod secret;
 pub mod sources;

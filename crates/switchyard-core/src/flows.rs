@@ -1,0 +1,841 @@
+//! Flows and destinations: which events go where, how they are mapped and validated, and
+//! the HTTP endpoints they are sent to.
+//!
+//! Everything is compiled once from the configuration (globs, jq programs, JSON Schemas), so
+//! `switchyard check` reports a broken program, schema, destination reference or ordering
+//! setting with its position, and routing an event never meets a configuration error.
+
+use crate::config::Config;
+use crate::delivery::{ErrorClass, Lane, RetryPolicy};
+use crate::jq::{Jq, Prepared, as_text};
+use crate::{CloudEvent, Secret};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationConfig {
+    pub name: String,
+    /// Only `http` in this version (Odoo and NATS destinations come later).
+    #[serde(default, rename = "type")]
+    pub kind: DestinationKind,
+    pub url: String,
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// Extra request headers, sent as written.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub auth: Option<AuthConfig>,
+    /// Signs every request in the Standard Webhooks scheme (`whsec_…` base64 secret).
+    pub signing_secret: Option<Secret>,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_ms: u64,
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
+    /// Requests in flight to this destination at once, per node.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u32,
+    /// Requests per second, shared by all nodes (each node takes its share).
+    pub rate_per_second: Option<f64>,
+    /// Requests allowed in a burst above the rate (default: one second's worth).
+    pub burst: Option<u32>,
+    #[serde(default)]
+    pub circuit: CircuitConfig,
+    /// After a credential failure (401, 403, certificate) the destination pauses; after this
+    /// many seconds one trial delivery tests whether it works again.
+    #[serde(default = "default_cooldown")]
+    pub credential_cooldown_seconds: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DestinationKind {
+    #[default]
+    Http,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "type", rename_all = "lowercase")]
+pub enum AuthConfig {
+    Bearer { token: Secret },
+    Basic { username: String, password: Secret },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitConfig {
+    /// Consecutive transient failures that open the circuit.
+    #[serde(default = "default_circuit_failures")]
+    pub failures: u32,
+    /// Seconds the circuit stays open before one probe is let through.
+    #[serde(default = "default_circuit_open")]
+    pub open_seconds: u64,
+}
+
+impl Default for CircuitConfig {
+    fn default() -> Self {
+        Self {
+            failures: default_circuit_failures(),
+            open_seconds: default_circuit_open(),
+        }
+    }
+}
+
+fn default_method() -> String {
+    "POST".into()
+}
+fn default_connect_timeout() -> u64 {
+    2000
+}
+fn default_timeout() -> u64 {
+    10_000
+}
+fn default_concurrency() -> u32 {
+    16
+}
+fn default_cooldown() -> u64 {
+    300
+}
+fn default_circuit_failures() -> u32 {
+    5
+}
+fn default_circuit_open() -> u64 {
+    30
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowConfig {
+    pub name: String,
+    /// The contract version of what this flow sends; recorded on every delivery.
+    #[serde(default = "default_version")]
+    pub version: String,
+    #[serde(rename = "match")]
+    pub matches: MatchConfig,
+    /// jq program from the event (CloudEvents JSON form) to the payload sent. Default:
+    /// `.data`.
+    pub map: Option<String>,
+    /// JSON Schema the mapped payload must satisfy: a file path (relative to the
+    /// configuration file)...
+    pub schema_file: Option<String>,
+    /// ...or the schema written inline.
+    pub schema: Option<toml::Value>,
+    pub destination: String,
+    #[serde(default)]
+    pub priority: Lane,
+    pub ordering: Option<OrderingConfig>,
+    #[serde(default)]
+    pub retry: RetryPolicy,
+}
+
+fn default_version() -> String {
+    "1".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {
+    /// CloudEvents `source`, exactly or as a glob (`shop*`); default every source.
+    pub source: Option<String>,
+    /// CloudEvents `type` globs (`com.shop.order.*`); at least one.
+    #[serde(rename = "type")]
+    pub types: Vec<String>,
+    /// Optional jq condition: the event is delivered only when it yields `true`.
+    pub filter: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderingConfig {
+    /// jq program giving the ordering key: deliveries sharing it go out in ingest order.
+    pub key: String,
+    /// When the head of a key is dead-lettered: `hold` the key until it is replayed or
+    /// discarded, or `dead-letter` it and continue with the next.
+    #[serde(default)]
+    pub on_failure: OnFailure,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnFailure {
+    #[default]
+    Hold,
+    DeadLetter,
+}
+
+/// A compiled destination.
+#[derive(Debug, Clone)]
+pub struct Destination {
+    pub config: DestinationConfig,
+}
+
+impl Destination {
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+}
+
+/// A compiled flow.
+#[derive(Clone)]
+pub struct Flow {
+    pub name: String,
+    pub version: String,
+    pub destination: String,
+    pub lane: Lane,
+    pub retry: RetryPolicy,
+    source: Option<globset::GlobMatcher>,
+    types: globset::GlobSet,
+    filter: Option<Jq>,
+    map: Jq,
+    schema: Option<Arc<jsonschema::Validator>>,
+    pub ordering: Option<(Jq, OnFailure)>,
+    /// The configuration as written (for `GET /v1/flows`).
+    pub config: FlowConfig,
+}
+
+impl std::fmt::Debug for Flow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Flow")
+            .field("name", &self.name)
+            .field("destination", &self.destination)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One violation of a flow's schema.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchemaError {
+    /// JSON pointer into the mapped payload.
+    pub pointer: String,
+    pub message: String,
+}
+
+/// What a flow makes of one event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Routed {
+    /// The flow's jq filter said no.
+    Filtered,
+    /// Mapped and valid: ready to deliver.
+    Ready {
+        payload: Value,
+        ordering_key: Option<String>,
+    },
+    /// The filter, the mapping or the ordering key failed; the jq error.
+    MappingFailed { error: String },
+    /// The mapped payload broke the schema.
+    Invalid {
+        payload: Value,
+        ordering_key: Option<String>,
+        errors: Vec<SchemaError>,
+    },
+}
+
+impl Routed {
+    pub fn class(&self) -> Option<ErrorClass> {
+        match self {
+            Routed::MappingFailed { .. } => Some(ErrorClass::Mapping),
+            Routed::Invalid { .. } => Some(ErrorClass::Invalid),
+            _ => None,
+        }
+    }
+}
+
+impl Flow {
+    /// Whether the event's source and type select this flow (the jq filter comes later, in
+    /// [`Flow::route`], and its "no" is a recorded outcome).
+    pub fn selects(&self, event: &CloudEvent) -> bool {
+        self.source
+            .as_ref()
+            .is_none_or(|g| g.is_match(&event.source))
+            && self.types.is_match(&event.ty)
+    }
+
+    /// Filters, maps, computes the ordering key and validates.
+    pub fn route(&self, input: &Prepared) -> Routed {
+        if let Some(filter) = &self.filter {
+            match filter.run_prepared(input, &[]) {
+                Ok(out) => {
+                    if !matches!(out.first(), Some(Value::Bool(true))) {
+                        return Routed::Filtered;
+                    }
+                }
+                Err(e) => {
+                    return Routed::MappingFailed {
+                        error: format!("filter: {e}"),
+                    };
+                }
+            }
+        }
+        let payload = match self.map.run_prepared(input, &[]) {
+            Ok(mut out) if out.len() == 1 => out.remove(0),
+            Ok(out) => {
+                return Routed::MappingFailed {
+                    error: format!(
+                        "map: `{}` produced {} values; a mapping must produce exactly one",
+                        self.map.code(),
+                        out.len()
+                    ),
+                };
+            }
+            Err(e) => {
+                return Routed::MappingFailed {
+                    error: format!("map: {e}"),
+                };
+            }
+        };
+        let ordering_key = match &self.ordering {
+            None => None,
+            Some((jq, _)) => match jq.run_prepared(input, &[]) {
+                Ok(out) => match out.iter().find(|v| !v.is_null()).map(as_text) {
+                    Some(Some(k)) => Some(k),
+                    Some(None) => {
+                        return Routed::MappingFailed {
+                            error: format!(
+                                "ordering key: `{}` is not a string, number or boolean",
+                                jq.code()
+                            ),
+                        };
+                    }
+                    None => None,
+                },
+                Err(e) => {
+                    return Routed::MappingFailed {
+                        error: format!("ordering key: {e}"),
+                    };
+                }
+            },
+        };
+        match self.validate(&payload) {
+            Ok(()) => Routed::Ready {
+                payload,
+                ordering_key,
+            },
+            Err(errors) => Routed::Invalid {
+                payload,
+                ordering_key,
+                errors,
+            },
+        }
+    }
+
+    /// Routes an event (convenience over [`Flow::route`]).
+    pub fn route_event(&self, event: &CloudEvent) -> Routed {
+        match Prepared::new(&event.to_json()) {
+            Ok(input) => self.route(&input),
+            Err(e) => Routed::MappingFailed { error: e },
+        }
+    }
+
+    /// Checks a payload against the flow's schema (an edited payload before replay, too).
+    pub fn validate(&self, payload: &Value) -> Result<(), Vec<SchemaError>> {
+        let Some(schema) = &self.schema else {
+            return Ok(());
+        };
+        if schema.is_valid(payload) {
+            return Ok(());
+        }
+        let errors: Vec<SchemaError> = schema
+            .iter_errors(payload)
+            .take(50)
+            .map(|e| SchemaError {
+                pointer: e.instance_path().to_string(),
+                message: e.to_string(),
+            })
+            .collect();
+        Err(errors)
+    }
+
+    pub fn hold_on_dead(&self) -> bool {
+        matches!(self.ordering, Some((_, OnFailure::Hold)))
+    }
+}
+
+/// Every flow and destination, compiled.
+#[derive(Debug, Clone, Default)]
+pub struct Flows {
+    flows: Vec<Flow>,
+    destinations: Vec<Destination>,
+    by_name: HashMap<String, usize>,
+}
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+fn glob(pattern: &str) -> Result<globset::Glob, String> {
+    globset::GlobBuilder::new(pattern)
+        .literal_separator(false)
+        .build()
+        .map_err(|e| format!("bad glob \"{pattern}\": {e}"))
+}
+
+impl Flows {
+    /// Compiles `[[destinations]]` and `[[flows]]`; every problem as (`flows[i].key`,
+    /// message). Relative schema files are read from `base_dir`.
+    pub fn compile(config: &Config) -> Result<Flows, Vec<(String, String)>> {
+        let mut problems = Vec::new();
+        let mut destinations = Vec::new();
+        let mut dest_names = HashSet::new();
+        for (i, d) in config.destinations.iter().enumerate() {
+            let at = |k: &str| format!("destinations[{i}].{k}");
+            if !is_name(&d.name) {
+                problems.push((
+                    at("name"),
+                    "must be 1 to 64 of a-z, 0-9, '-' and '_'".into(),
+                ));
+            } else if !dest_names.insert(d.name.clone()) {
+                problems.push((at("name"), format!("\"{}\" is declared twice", d.name)));
+            }
+            if !(d.url.starts_with("http://") || d.url.starts_with("https://")) || d.url.len() < 10
+            {
+                problems.push((at("url"), "must be an http:// or https:// URL".into()));
+            }
+            if !["POST", "PUT", "PATCH"].contains(&d.method.as_str()) {
+                problems.push((at("method"), "must be POST, PUT or PATCH".into()));
+            }
+            for name in d.headers.keys() {
+                let lower = name.to_ascii_lowercase();
+                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                {
+                    problems.push((at(&format!("headers.{name}")), "not a header name".into()));
+                } else if [
+                    "content-type",
+                    "content-length",
+                    "idempotency-key",
+                    "traceparent",
+                    "authorization",
+                    "webhook-id",
+                    "webhook-timestamp",
+                    "webhook-signature",
+                    "host",
+                ]
+                .contains(&lower.as_str())
+                {
+                    problems.push((
+                        at(&format!("headers.{name}")),
+                        "set by Switchyard itself (use auth / signing_secret)".into(),
+                    ));
+                }
+            }
+            if let Some(auth) = &d.auth {
+                let secret = match auth {
+                    AuthConfig::Bearer { token } => token,
+                    AuthConfig::Basic { password, .. } => password,
+                };
+                if let Err(e) = secret.expose() {
+                    problems.push((at("auth"), e.to_string()));
+                }
+            }
+            if let Some(s) = &d.signing_secret {
+                match s.expose() {
+                    Ok(v) if crate::sources::standard_webhooks_key(&v).is_none() => {
+                        problems.push((
+                            at("signing_secret"),
+                            "must be a whsec_… base64 secret".into(),
+                        ))
+                    }
+                    Ok(_) => {}
+                    Err(e) => problems.push((at("signing_secret"), e.to_string())),
+                }
+            }
+            if d.connect_timeout_ms == 0 || d.timeout_ms == 0 {
+                problems.push((at("timeout_ms"), "timeouts must be at least 1 ms".into()));
+            }
+            if d.concurrency == 0 {
+                problems.push((at("concurrency"), "must be at least 1".into()));
+            }
+            if let Some(r) = d.rate_per_second
+                && !(r.is_finite() && r > 0.0)
+            {
+                problems.push((at("rate_per_second"), "must be a positive number".into()));
+            }
+            if d.burst == Some(0) {
+                problems.push((at("burst"), "must be at least 1".into()));
+            }
+            if d.burst.is_some() && d.rate_per_second.is_none() {
+                problems.push((at("burst"), "needs rate_per_second".into()));
+            }
+            if d.circuit.failures == 0 || d.circuit.open_seconds == 0 {
+                problems.push((
+                    at("circuit"),
+                    "failures and open_seconds must be at least 1".into(),
+                ));
+            }
+            destinations.push(Destination { config: d.clone() });
+        }
+
+        let mut flows = Vec::new();
+        let mut by_name = HashMap::new();
+        for (i, f) in config.flows.iter().enumerate() {
+            let at = |k: &str| format!("flows[{i}].{k}");
+            if !is_name(&f.name) {
+                problems.push((
+                    at("name"),
+                    "must be 1 to 64 of a-z, 0-9, '-' and '_'".into(),
+                ));
+            } else if by_name.contains_key(&f.name) {
+                problems.push((at("name"), format!("\"{}\" is declared twice", f.name)));
+            }
+            if f.version.is_empty() || f.version.len() > 32 {
+                problems.push((at("version"), "must be 1 to 32 characters".into()));
+            }
+            if !dest_names.contains(&f.destination)
+                && !config.destinations.iter().any(|d| d.name == f.destination)
+            {
+                let known: Vec<&str> = config
+                    .destinations
+                    .iter()
+                    .map(|d| d.name.as_str())
+                    .collect();
+                problems.push((
+                    at("destination"),
+                    format!(
+                        "no destination named \"{}\" (declared: {})",
+                        f.destination,
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                ));
+            }
+            let source = match f.matches.source.as_deref().map(glob) {
+                None => None,
+                Some(Ok(g)) => Some(g.compile_matcher()),
+                Some(Err(e)) => {
+                    problems.push((at("match.source"), e));
+                    None
+                }
+            };
+            let mut types = globset::GlobSetBuilder::new();
+            if f.matches.types.is_empty() {
+                problems.push((
+                    at("match.type"),
+                    "name at least one event type (globs allowed)".into(),
+                ));
+            }
+            for t in &f.matches.types {
+                match glob(t) {
+                    Ok(g) => {
+                        types.add(g);
+                    }
+                    Err(e) => problems.push((at("match.type"), e)),
+                }
+            }
+            let types = types.build().unwrap_or_else(|_| globset::GlobSet::empty());
+            let filter = match f.matches.filter.as_deref().map(|c| Jq::compile(c, &[])) {
+                None => None,
+                Some(Ok(j)) => Some(j),
+                Some(Err(e)) => {
+                    problems.push((at("match.filter"), e));
+                    None
+                }
+            };
+            let map = match Jq::compile(f.map.as_deref().unwrap_or(".data"), &[]) {
+                Ok(j) => Some(j),
+                Err(e) => {
+                    problems.push((at("map"), e));
+                    None
+                }
+            };
+            let schema_value = match (&f.schema_file, &f.schema) {
+                (Some(_), Some(_)) => {
+                    problems.push((at("schema"), "set schema or schema_file, not both".into()));
+                    None
+                }
+                (Some(file), None) => {
+                    let path = match &config.base_dir {
+                        Some(dir) if Path::new(file).is_relative() => dir.join(file),
+                        _ => Path::new(file).to_path_buf(),
+                    };
+                    match std::fs::read_to_string(&path) {
+                        Err(e) => {
+                            problems.push((
+                                at("schema_file"),
+                                format!("cannot read {}: {e}", path.display()),
+                            ));
+                            None
+                        }
+                        Ok(text) => match serde_json::from_str::<Value>(&text) {
+                            Ok(v) => Some(("schema_file", v)),
+                            Err(e) => {
+                                problems.push((
+                                    at("schema_file"),
+                                    format!("{} is not JSON: {e}", path.display()),
+                                ));
+                                None
+                            }
+                        },
+                    }
+                }
+                (None, Some(inline)) => match serde_json::to_value(inline) {
+                    Ok(v) => Some(("schema", v)),
+                    Err(e) => {
+                        problems.push((at("schema"), e.to_string()));
+                        None
+                    }
+                },
+                (None, None) => None,
+            };
+            let schema = match schema_value {
+                None => None,
+                Some((key, v)) => match jsonschema::validator_for(&v) {
+                    Ok(s) => Some(Arc::new(s)),
+                    Err(e) => {
+                        problems.push((
+                            at(key),
+                            format!("not a valid JSON Schema: {e} (at {})", e.schema_path()),
+                        ));
+                        None
+                    }
+                },
+            };
+            let ordering = match &f.ordering {
+                None => None,
+                Some(o) => match Jq::compile(&o.key, &[]) {
+                    Ok(j) => Some((j, o.on_failure)),
+                    Err(e) => {
+                        problems.push((at("ordering.key"), e));
+                        None
+                    }
+                },
+            };
+            if let Some(o) = &f.ordering
+                && f.priority == Lane::Bulk
+                && o.on_failure == OnFailure::Hold
+                && f.retry.max_age_seconds > 7 * 24 * 3600
+            {
+                problems.push((
+                    at("ordering.on_failure"),
+                    "hold on a bulk flow with retry.max_age_seconds above 7 days can block a key for a week; lower max_age_seconds or use on_failure = \"dead-letter\"".into(),
+                ));
+            }
+            if f.retry.max_attempts == 0 {
+                problems.push((at("retry.max_attempts"), "must be at least 1".into()));
+            }
+            if f.retry.initial_ms == 0
+                || f.retry.max_backoff_seconds == 0
+                || f.retry.max_age_seconds == 0
+            {
+                problems.push((
+                    at("retry"),
+                    "initial_ms, max_backoff_seconds and max_age_seconds must be at least 1".into(),
+                ));
+            }
+            if let Some(map) = map {
+                by_name.entry(f.name.clone()).or_insert(flows.len());
+                flows.push(Flow {
+                    name: f.name.clone(),
+                    version: f.version.clone(),
+                    destination: f.destination.clone(),
+                    lane: f.priority,
+                    retry: f.retry,
+                    source,
+                    types,
+                    filter,
+                    map,
+                    schema,
+                    ordering,
+                    config: f.clone(),
+                });
+            }
+        }
+        // Two flows sharing an ordering key space must agree on what a failed head does,
+        // or one would hold a key the other skips.
+        let mut seen: HashMap<(&str, &str), (usize, OnFailure)> = HashMap::new();
+        for (i, f) in config.flows.iter().enumerate() {
+            if let Some(o) = &f.ordering {
+                match seen.get(&(f.destination.as_str(), o.key.as_str())) {
+                    Some((j, other)) if *other != o.on_failure => problems.push((
+                        format!("flows[{i}].ordering.on_failure"),
+                        format!(
+                            "conflicts with flows[{j}] (same destination and ordering key, on_failure differs)"
+                        ),
+                    )),
+                    _ => {
+                        seen.insert((f.destination.as_str(), o.key.as_str()), (i, o.on_failure));
+                    }
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(Flows {
+                flows,
+                destinations,
+                by_name,
+            })
+        } else {
+            Err(problems)
+        }
+    }
+
+    pub fn flows(&self) -> &[Flow] {
+        &self.flows
+    }
+
+    pub fn flow(&self, name: &str) -> Option<&Flow> {
+        self.by_name.get(name).map(|&i| &self.flows[i])
+    }
+
+    pub fn destinations(&self) -> &[Destination] {
+        &self.destinations
+    }
+
+    pub fn destination(&self, name: &str) -> Option<&Destination> {
+        self.destinations.iter().find(|d| d.name() == name)
+    }
+
+    /// The flows whose source and type select `event`.
+    pub fn selecting<'a>(&'a self, event: &'a CloudEvent) -> impl Iterator<Item = &'a Flow> + 'a {
+        self.flows.iter().filter(move |f| f.selects(event))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn compile(toml: &str) -> Result<Flows, Vec<(String, String)>> {
+        let config = Config::parse(toml, "test.toml", Vec::new()).map_err(|e| {
+            e.0.into_iter()
+                .map(|e| (e.key, e.message))
+                .collect::<Vec<_>>()
+        })?;
+        Flows::compile(&config)
+    }
+
+    const BASE: &str = r#"
+[[destinations]]
+name = "wms"
+url = "http://127.0.0.1:9/orders"
+
+[[flows]]
+name = "orders"
+version = "3"
+destination = "wms"
+priority = "critical"
+match = { source = "shop*", type = ["com.shop.order.*"], filter = "(.data.total - 0) > 0" }
+map = "{order: .data.id, total: .data.total}"
+schema = { type = "object", required = ["order"], properties = { order = { type = "string" } } }
+ordering = { key = ".data.id" }
+"#;
+
+    fn ev(source: &str, ty: &str, data: Value) -> CloudEvent {
+        let raw =
+            json!({"specversion": "1.0", "id": "1", "source": source, "type": ty, "data": data});
+        CloudEvent::from_json(raw).unwrap().event
+    }
+
+    #[test]
+    fn routes_filters_maps_and_validates() {
+        let flows = compile(BASE).unwrap();
+        let f = flows.flow("orders").unwrap();
+        assert_eq!(f.lane, Lane::Critical);
+        assert!(f.selects(&ev("shop-eu", "com.shop.order.created", json!({}))));
+        assert!(!f.selects(&ev("wms", "com.shop.order.created", json!({}))));
+        assert!(!f.selects(&ev("shop", "com.shop.refund", json!({}))));
+        let e = ev(
+            "shop",
+            "com.shop.order.created",
+            json!({"id": "S1", "total": 3}),
+        );
+        assert_eq!(
+            f.route_event(&e),
+            Routed::Ready {
+                payload: json!({"order": "S1", "total": 3}),
+                ordering_key: Some("S1".into())
+            }
+        );
+        let e = ev(
+            "shop",
+            "com.shop.order.created",
+            json!({"id": "S1", "total": 0}),
+        );
+        assert_eq!(f.route_event(&e), Routed::Filtered);
+        let e = ev(
+            "shop",
+            "com.shop.order.created",
+            json!({"id": 7, "total": 1}),
+        );
+        match f.route_event(&e) {
+            Routed::Invalid { errors, .. } => {
+                assert_eq!(errors[0].pointer, "/order");
+                assert!(errors[0].message.contains("string"), "{errors:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = ev(
+            "shop",
+            "com.shop.order.created",
+            json!({"id": "S1", "total": "x"}),
+        );
+        assert!(
+            matches!(f.route_event(&e), Routed::MappingFailed { error } if error.starts_with("filter"))
+        );
+    }
+
+    #[test]
+    fn bad_programs_schemas_and_references_are_reported_with_their_key() {
+        let text = r#"
+[[destinations]]
+name = "wms"
+url = "ftp://x"
+
+[[flows]]
+name = "a"
+destination = "nowhere"
+match = { type = ["x"], filter = ".data.[" }
+map = "{"
+schema = { type = 12 }
+ordering = { key = "..[", on_failure = "hold" }
+"#;
+        let problems = compile(text).unwrap_err();
+        let keys: Vec<&str> = problems.iter().map(|(k, _)| k.as_str()).collect();
+        for k in [
+            "destinations[0].url",
+            "flows[0].destination",
+            "flows[0].match.filter",
+            "flows[0].map",
+            "flows[0].schema",
+            "flows[0].ordering.key",
+        ] {
+            assert!(keys.contains(&k), "{k} missing from {problems:?}");
+        }
+    }
+
+    #[test]
+    fn conflicting_ordering_settings_are_refused() {
+        let text = r#"
+[[destinations]]
+name = "wms"
+url = "http://127.0.0.1:9/x"
+
+[[flows]]
+name = "a"
+destination = "wms"
+match = { type = ["x"] }
+ordering = { key = ".subject", on_failure = "hold" }
+
+[[flows]]
+name = "b"
+destination = "wms"
+match = { type = ["y"] }
+ordering = { key = ".subject", on_failure = "dead-letter" }
+"#;
+        let problems = compile(text).unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].0, "flows[1].ordering.on_failure");
+    }
+}
