@@ -470,6 +470,7 @@ async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Res
             event: p.event,
             received_at,
             keys,
+            deliveries: Vec::new(),
         });
     }
     let outcomes = state.store.append_events(events.clone()).await?;

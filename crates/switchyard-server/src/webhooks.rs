@@ -364,6 +364,7 @@ async fn receive(
             event: event.clone(),
             received_at: state.clock.now(),
             keys,
+            deliveries: Vec::new(),
         }])
         .await?;
     let (status, label) = match outcome[0] {

@@ -33,6 +33,15 @@ macro_rules! store_conformance_suite {
             business_keys_find_events_across_sources,
             retention_drops_payloads_but_still_recognises_duplicates,
             source_activity_reports_counts_and_lag,
+            queue_routes_in_the_event_transaction,
+            queue_claims_each_delivery_once,
+            queue_retries_then_dead_letters_with_history,
+            queue_expired_leases_are_claimed_again,
+            queue_ordering_key_holds_only_its_own_key,
+            queue_lanes_and_destination_filters,
+            queue_replay_and_discard_are_audited,
+            queue_credential_failure_pauses_the_destination,
+            queue_stats_and_backfill,
             closed_store_refuses_writes
         );
     };
@@ -93,6 +102,7 @@ pub fn event(source: &str, id: &str, ty: &str) -> NewEvent {
             .event,
         received_at: t0(),
         keys: Vec::new(),
+        deliveries: Vec::new(),
     }
 }
 
@@ -1054,5 +1064,706 @@ pub async fn closed_store_refuses_writes(store: SharedStore) {
             .append_events(vec![event("/shop", "after-close", "t")])
             .await,
         Err(Error::Closed)
+    ));
+}
+
+// ---- the delivery queue ----
+
+/// A delivery of `flow` to `destination`, scheduled, with a payload.
+pub fn delivery(flow: &str, destination: &str, lane: Lane) -> NewDelivery {
+    NewDelivery {
+        flow: flow.into(),
+        flow_version: "1".into(),
+        destination: destination.into(),
+        lane,
+        ordering_key: None,
+        hold_on_dead: false,
+        state: DeliveryState::Scheduled,
+        payload: Some(serde_json::json!({"flow": flow})),
+        error: None,
+        error_detail: None,
+        traceparent: None,
+        lease: None,
+    }
+}
+
+use switchyard_core::delivery::{ErrorClass, Lane};
+
+fn claim_req(owner: &str, lane: Lane, limit: usize, now: DateTime<Utc>) -> ClaimRequest {
+    ClaimRequest {
+        owner: owner.into(),
+        lane,
+        limit,
+        now,
+        real_now: now,
+        lease_until: now + Duration::seconds(60),
+        exclude: Vec::new(),
+        only: None,
+    }
+}
+
+fn result(d: &DeliveryRecord, owner: &str, next: AttemptNext, now: DateTime<Utc>) -> AttemptResult {
+    let (class, status) = match &next {
+        AttemptNext::Delivered => (None, Some(200)),
+        AttemptNext::RetryAt(_) => (Some(ErrorClass::Transient), Some(503)),
+        AttemptNext::Dead(_) => (Some(ErrorClass::Permanent), Some(422)),
+        AttemptNext::Pause { .. } => (Some(ErrorClass::Credential), Some(401)),
+    };
+    AttemptResult {
+        delivery_id: d.id,
+        owner: owner.into(),
+        generation: d.generation,
+        started_at: now,
+        duration_ms: 1.5,
+        status,
+        response_excerpt: Some("body".into()),
+        class,
+        error: class.map(|c| format!("{} failure", c.as_str())),
+        next,
+        now,
+    }
+}
+
+/// Appends one event per delivery and returns the created delivery ids, in order.
+async fn enqueue(store: &SharedStore, prefix: &str, ds: Vec<NewDelivery>) -> Vec<i64> {
+    let events: Vec<NewEvent> = ds
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let mut e = event("urn:queue", &format!("{prefix}-{i}"), "order.created");
+            e.deliveries = vec![d];
+            e
+        })
+        .collect();
+    let out = store.append_routed(events).await.unwrap();
+    out.into_iter()
+        .map(|(_, created)| {
+            assert_eq!(created.len(), 1);
+            created[0].id
+        })
+        .collect()
+}
+
+pub async fn queue_routes_in_the_event_transaction(store: SharedStore) {
+    let mut e = event("urn:shop", "r-1", "order.created");
+    let mut leased = delivery("to-wms", "wms", Lane::Critical);
+    leased.lease = Some(LeaseRequest {
+        owner: "node-a".into(),
+        until: t0() + Duration::seconds(60),
+    });
+    let mut filtered = delivery("to-erp", "erp", Lane::Standard);
+    filtered.state = DeliveryState::Filtered;
+    filtered.payload = None;
+    let mut invalid = delivery("to-bi", "bi", Lane::Bulk);
+    invalid.state = DeliveryState::Invalid;
+    invalid.error = Some("/order: 7 is not of type string".into());
+    invalid.error_detail =
+        Some(serde_json::json!([{"pointer": "/order", "message": "7 is not of type string"}]));
+    e.deliveries = vec![leased, filtered, invalid];
+    let out = store.append_routed(vec![e.clone()]).await.unwrap();
+    assert!(matches!(out[0].0, Appended::Stored { .. }));
+    let created = &out[0].1;
+    assert_eq!(created.len(), 3);
+    assert!(created[0].leased);
+    assert!(!created[1].leased && !created[2].leased);
+
+    let d = store.get_delivery(created[0].id).await.unwrap().unwrap();
+    assert_eq!(d.state, DeliveryState::Delivering);
+    assert_eq!(d.lease_owner.as_deref(), Some("node-a"));
+    assert_eq!(
+        (d.event_source.as_str(), d.event_id.as_str()),
+        ("urn:shop", "r-1")
+    );
+    assert_eq!(d.event_type, "order.created");
+    assert_eq!(d.event_seq, out[0].0.seq());
+    assert_eq!(d.received_at, t0());
+    assert_eq!(d.lane, Lane::Critical);
+    assert_eq!(d.payload, Some(serde_json::json!({"flow": "to-wms"})));
+    let f = store.get_delivery(created[1].id).await.unwrap().unwrap();
+    assert_eq!(f.state, DeliveryState::Filtered);
+    let i = store.get_delivery(created[2].id).await.unwrap().unwrap();
+    assert_eq!(i.state, DeliveryState::Invalid);
+    assert_eq!(i.error_class, Some(ErrorClass::Invalid));
+    assert_eq!(i.error_detail.unwrap()[0]["pointer"], "/order");
+
+    // A duplicate event creates no deliveries.
+    let again = store.append_routed(vec![e]).await.unwrap();
+    assert!(matches!(again[0].0, Appended::Duplicate { .. }));
+    assert!(again[0].1.is_empty());
+    let all = store
+        .list_deliveries(&DeliveryFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 3);
+    let dlq = store
+        .list_deliveries(&DeliveryFilter {
+            states: DeliveryState::DEAD_LETTERS.to_vec(),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        dlq.iter().map(|d| d.id).collect::<Vec<_>>(),
+        vec![created[2].id]
+    );
+    let by_flow = store
+        .list_deliveries(&DeliveryFilter {
+            flow: Some("to-erp".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_flow.len(), 1);
+    assert_eq!(by_flow[0].state, DeliveryState::Filtered);
+}
+
+pub async fn queue_claims_each_delivery_once(store: SharedStore) {
+    let ids = enqueue(
+        &store,
+        "c",
+        (0..40)
+            .map(|_| delivery("f", "d", Lane::Standard))
+            .collect(),
+    )
+    .await;
+    let mut tasks = Vec::new();
+    for n in 0..4 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let got = store
+                    .claim_deliveries(claim_req(&format!("node-{n}"), Lane::Standard, 3, t0()))
+                    .await
+                    .unwrap();
+                if got.is_empty() {
+                    return mine;
+                }
+                for d in got {
+                    assert_eq!(d.state, DeliveryState::Delivering);
+                    assert_eq!(d.lease_owner.as_deref(), Some(format!("node-{n}").as_str()));
+                    mine.push(d.id);
+                }
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(all, expected, "every delivery claimed exactly once");
+}
+
+pub async fn queue_retries_then_dead_letters_with_history(store: SharedStore) {
+    let id = enqueue(&store, "r", vec![delivery("f", "d", Lane::Standard)]).await[0];
+    let t = t0();
+    let d = store
+        .claim_deliveries(claim_req("a", Lane::Standard, 10, t))
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(d.id, id);
+    // A stranger's result changes nothing (but is recorded).
+    assert!(
+        !store
+            .complete_attempt(result(&d, "b", AttemptNext::Delivered, t))
+            .await
+            .unwrap()
+    );
+    let retry_at = t + Duration::seconds(10);
+    assert!(
+        store
+            .complete_attempt(result(&d, "a", AttemptNext::RetryAt(retry_at), t))
+            .await
+            .unwrap()
+    );
+    let d = store.get_delivery(id).await.unwrap().unwrap();
+    assert_eq!(d.state, DeliveryState::RetryWait);
+    assert_eq!(d.next_attempt_at, Some(retry_at));
+    assert_eq!(d.attempts, 1);
+    assert_eq!(d.error_class, Some(ErrorClass::Transient));
+    assert_eq!(d.last_status, Some(503));
+    assert!(d.lease_owner.is_none());
+    // Not due before its time.
+    assert!(
+        store
+            .claim_deliveries(claim_req("a", Lane::Standard, 10, t + Duration::seconds(9)))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let d = store
+        .claim_deliveries(claim_req("a", Lane::Standard, 10, retry_at))
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert!(
+        store
+            .complete_attempt(result(
+                &d,
+                "a",
+                AttemptNext::Dead("422 refused".into()),
+                retry_at
+            ))
+            .await
+            .unwrap()
+    );
+    let d = store.get_delivery(id).await.unwrap().unwrap();
+    assert_eq!(d.state, DeliveryState::Dead);
+    assert_eq!(d.attempts, 2);
+    assert_eq!(d.last_error.as_deref(), Some("422 refused"));
+    let attempts = store.list_attempts(id).await.unwrap();
+    let outcomes: Vec<(&str, i64, &str)> = attempts
+        .iter()
+        .map(|a| (a.outcome.as_str(), a.attempt, a.node.as_str()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            ("delivered", 1, "b"),
+            ("transient", 1, "a"),
+            ("permanent", 2, "a")
+        ]
+    );
+    assert_eq!(attempts[1].status, Some(503));
+    assert_eq!(attempts[1].response_excerpt.as_deref(), Some("body"));
+    assert!((attempts[1].duration_ms - 1.5).abs() < 0.01);
+    assert!(
+        store
+            .claim_deliveries(claim_req("a", Lane::Standard, 10, t + Duration::days(9)))
+            .await
+            .unwrap()
+            .is_empty(),
+        "dead letters are never claimed"
+    );
+}
+
+pub async fn queue_expired_leases_are_claimed_again(store: SharedStore) {
+    let id = enqueue(&store, "x", vec![delivery("f", "d", Lane::Bulk)]).await[0];
+    let t = t0();
+    let first = store
+        .claim_deliveries(claim_req("a", Lane::Bulk, 10, t))
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    let mut later = claim_req("b", Lane::Bulk, 10, t + Duration::seconds(30));
+    assert!(
+        store
+            .claim_deliveries(later.clone())
+            .await
+            .unwrap()
+            .is_empty(),
+        "lease still held"
+    );
+    later.real_now = t + Duration::seconds(61);
+    later.lease_until = later.real_now + Duration::seconds(60);
+    let again = store.claim_deliveries(later).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].id, id);
+    assert_eq!(again[0].lease_owner.as_deref(), Some("b"));
+    // The first holder comes back too late: recorded, not applied.
+    assert!(
+        !store
+            .complete_attempt(result(&first[0], "a", AttemptNext::Delivered, t))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .extend_delivery_lease(id, "a", t + Duration::seconds(600))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .extend_delivery_lease(id, "b", t + Duration::seconds(600))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.release_deliveries(vec![id], "a").await.unwrap(), 0);
+    assert_eq!(store.release_deliveries(vec![id], "b").await.unwrap(), 1);
+    let d = store.get_delivery(id).await.unwrap().unwrap();
+    assert_eq!(d.state, DeliveryState::Scheduled);
+    assert!(d.lease_owner.is_none());
+    assert_eq!(store.list_attempts(id).await.unwrap().len(), 1);
+}
+
+pub async fn queue_ordering_key_holds_only_its_own_key(store: SharedStore) {
+    let keyed = |k: &str, hold: bool| {
+        let mut d = delivery("f", "d", Lane::Standard);
+        d.ordering_key = Some(k.into());
+        d.hold_on_dead = hold;
+        d
+    };
+    let ids = enqueue(
+        &store,
+        "o",
+        vec![
+            keyed("A", true),
+            keyed("A", true),
+            keyed("B", true),
+            keyed("A", true),
+            delivery("f", "d", Lane::Standard),
+        ],
+    )
+    .await;
+    let t = t0();
+    let claim = |owner: &str, now| claim_req(owner, Lane::Standard, 10, now);
+    let mut got: Vec<i64> = store
+        .claim_deliveries(claim("a", t))
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.id)
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![ids[0], ids[2], ids[4]],
+        "one head per key, unkeyed free"
+    );
+    let head = store.get_delivery(ids[0]).await.unwrap().unwrap();
+    // The head fails transiently: its key waits, even when the next is due.
+    store
+        .complete_attempt(result(
+            &head,
+            "a",
+            AttemptNext::RetryAt(t + Duration::seconds(5)),
+            t,
+        ))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_deliveries(claim("a", t + Duration::seconds(1)))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let head = store
+        .claim_deliveries(claim("a", t + Duration::seconds(5)))
+        .await
+        .unwrap();
+    assert_eq!(head.iter().map(|d| d.id).collect::<Vec<_>>(), vec![ids[0]]);
+    // Dead-lettered with hold: the key stays blocked until discarded.
+    store
+        .complete_attempt(result(&head[0], "a", AttemptNext::Dead("no".into()), t))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_deliveries(claim("a", t + Duration::seconds(6)))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store
+        .discard_delivery(ids[0], "ops", "obsolete", t)
+        .await
+        .unwrap();
+    let next = store
+        .claim_deliveries(claim("a", t + Duration::seconds(7)))
+        .await
+        .unwrap();
+    assert_eq!(next.iter().map(|d| d.id).collect::<Vec<_>>(), vec![ids[1]]);
+    store
+        .complete_attempt(result(&next[0], "a", AttemptNext::Delivered, t))
+        .await
+        .unwrap();
+    let last = store
+        .claim_deliveries(claim("a", t + Duration::seconds(8)))
+        .await
+        .unwrap();
+    assert_eq!(last.iter().map(|d| d.id).collect::<Vec<_>>(), vec![ids[3]]);
+
+    // on_failure = dead-letter: a dead head does not hold its key.
+    let ids = enqueue(&store, "p", vec![keyed("C", false), keyed("C", false)]).await;
+    let head = store.claim_deliveries(claim("a", t)).await.unwrap();
+    assert_eq!(head.iter().map(|d| d.id).collect::<Vec<_>>(), vec![ids[0]]);
+    store
+        .complete_attempt(result(&head[0], "a", AttemptNext::Dead("no".into()), t))
+        .await
+        .unwrap();
+    let next = store.claim_deliveries(claim("a", t)).await.unwrap();
+    assert_eq!(next.iter().map(|d| d.id).collect::<Vec<_>>(), vec![ids[1]]);
+
+    // A new leased delivery behind a pending one of its key is not leased.
+    let mut e = event("urn:queue", "q-1", "order.created");
+    let mut d = keyed("B", true);
+    d.lease = Some(LeaseRequest {
+        owner: "a".into(),
+        until: t + Duration::seconds(60),
+    });
+    e.deliveries = vec![d];
+    let out = store.append_routed(vec![e]).await.unwrap();
+    assert!(!out[0].1[0].leased, "key B's head is still delivering");
+}
+
+pub async fn queue_lanes_and_destination_filters(store: SharedStore) {
+    let ids = enqueue(
+        &store,
+        "l",
+        vec![
+            delivery("f", "d1", Lane::Critical),
+            delivery("f", "d2", Lane::Critical),
+            delivery("f", "d1", Lane::Bulk),
+        ],
+    )
+    .await;
+    let t = t0();
+    let mut req = claim_req("a", Lane::Critical, 10, t);
+    req.exclude = vec!["d1".into()];
+    let got = store.claim_deliveries(req).await.unwrap();
+    assert_eq!(got.iter().map(|d| d.id).collect::<Vec<_>>(), vec![ids[1]]);
+    let mut req = claim_req("a", Lane::Bulk, 10, t);
+    req.only = Some("d2".into());
+    assert!(
+        store
+            .claim_deliveries(req.clone())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    req.only = Some("d1".into());
+    let got = store.claim_deliveries(req).await.unwrap();
+    assert_eq!(got.iter().map(|d| d.id).collect::<Vec<_>>(), vec![ids[2]]);
+    let got = store
+        .claim_deliveries(claim_req("a", Lane::Critical, 10, t))
+        .await
+        .unwrap();
+    assert_eq!(got.iter().map(|d| d.id).collect::<Vec<_>>(), vec![ids[0]]);
+}
+
+pub async fn queue_replay_and_discard_are_audited(store: SharedStore) {
+    let ids = enqueue(
+        &store,
+        "d",
+        vec![
+            delivery("f", "d", Lane::Standard),
+            delivery("f", "d", Lane::Standard),
+        ],
+    )
+    .await;
+    let t = t0();
+    for d in store
+        .claim_deliveries(claim_req("a", Lane::Standard, 10, t))
+        .await
+        .unwrap()
+    {
+        store
+            .complete_attempt(result(&d, "a", AttemptNext::Dead("422".into()), t))
+            .await
+            .unwrap();
+    }
+    let before_audit = store.list_audit(0, 1000).await.unwrap().len();
+    let edited = serde_json::json!({"order": "S1", "fixed": true});
+    let r = store
+        .replay_delivery(Replay {
+            id: ids[0],
+            actor: "alice".into(),
+            reason: "fixed the lot number".into(),
+            at: t + Duration::seconds(1),
+            state: DeliveryState::Scheduled,
+            payload: Some(edited.clone()),
+            flow_version: None,
+            ordering_key: None,
+            error: None,
+            error_detail: None,
+            action: "dlq.edit".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.state, DeliveryState::Scheduled);
+    assert_eq!(r.generation, 1);
+    assert_eq!(r.attempts, 0);
+    assert_eq!(r.payload, Some(edited.clone()));
+    assert_eq!(r.next_attempt_at, Some(t + Duration::seconds(1)));
+    assert!(r.last_error.is_none());
+    // It is due again and carries its generation.
+    let again = store
+        .claim_deliveries(claim_req("a", Lane::Standard, 10, t + Duration::seconds(1)))
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].generation, 1);
+    // Only dead letters can be replayed or discarded.
+    assert!(matches!(
+        store
+            .replay_delivery(Replay {
+                id: ids[0],
+                actor: "alice".into(),
+                reason: "again".into(),
+                at: t,
+                state: DeliveryState::Scheduled,
+                payload: None,
+                flow_version: None,
+                ordering_key: None,
+                error: None,
+                error_detail: None,
+                action: "dlq.replay".into(),
+            })
+            .await,
+        Err(Error::Conflict(_))
+    ));
+    let d = store
+        .discard_delivery(ids[1], "bob", "duplicate order", t)
+        .await
+        .unwrap();
+    assert_eq!(d.state, DeliveryState::Discarded);
+    assert!(matches!(
+        store.discard_delivery(ids[1], "bob", "again", t).await,
+        Err(Error::Conflict(_))
+    ));
+    assert!(matches!(
+        store.discard_delivery(999_999, "bob", "x", t).await,
+        Err(Error::NotFound(_))
+    ));
+    let audit = store.list_audit(0, 1000).await.unwrap();
+    let new: Vec<&AuditRecord> = audit[before_audit..].iter().collect();
+    assert_eq!(new.len(), 2);
+    assert_eq!(new[0].action, "dlq.edit");
+    assert_eq!(new[0].actor, "alice");
+    assert_eq!(new[0].target, format!("delivery:{}", ids[0]));
+    assert_eq!(new[0].detail["reason"], "fixed the lot number");
+    assert_eq!(new[0].detail["generation"], 1);
+    assert_eq!(new[0].detail["changed"]["payload"]["after"], edited);
+    assert_eq!(
+        new[0].detail["changed"]["payload"]["before"],
+        serde_json::json!({"flow": "f"})
+    );
+    assert_eq!(new[1].action, "dlq.discard");
+    assert_eq!(new[1].actor, "bob");
+    assert_eq!(new[1].detail["reason"], "duplicate order");
+}
+
+pub async fn queue_credential_failure_pauses_the_destination(store: SharedStore) {
+    let id = enqueue(&store, "p", vec![delivery("f", "odoo", Lane::Critical)]).await[0];
+    let t = t0();
+    let d = store
+        .claim_deliveries(claim_req("a", Lane::Critical, 10, t))
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    let resume_after = t + Duration::seconds(300);
+    store
+        .complete_attempt(result(
+            &d,
+            "a",
+            AttemptNext::Pause {
+                retry_at: t,
+                resume_after,
+            },
+            t,
+        ))
+        .await
+        .unwrap();
+    let d = store.get_delivery(id).await.unwrap().unwrap();
+    assert_eq!(d.state, DeliveryState::RetryWait);
+    assert_eq!(
+        d.attempts, 0,
+        "a credential pause does not spend the retry budget"
+    );
+    assert_eq!(d.error_class, Some(ErrorClass::Credential));
+    let pauses = store.destination_pauses().await.unwrap();
+    assert_eq!(pauses.len(), 1);
+    assert_eq!(pauses[0].destination, "odoo");
+    assert_eq!(pauses[0].resume_after, resume_after);
+    assert!(pauses[0].reason.contains("credential"));
+    assert!(
+        store
+            .resume_destination("odoo", "carol", "rotated the key", t)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .resume_destination("odoo", "carol", "again", t)
+            .await
+            .unwrap()
+    );
+    assert!(store.destination_pauses().await.unwrap().is_empty());
+    let audit = store.list_audit(0, 1000).await.unwrap();
+    let last = audit.last().unwrap();
+    assert_eq!(
+        (
+            last.action.as_str(),
+            last.actor.as_str(),
+            last.target.as_str()
+        ),
+        ("destination.resume", "carol", "destination:odoo")
+    );
+}
+
+pub async fn queue_stats_and_backfill(store: SharedStore) {
+    let ids = enqueue(
+        &store,
+        "s",
+        vec![
+            delivery("f", "d", Lane::Standard),
+            delivery("f", "d", Lane::Standard),
+        ],
+    )
+    .await;
+    let t = t0();
+    let d = store
+        .claim_deliveries(claim_req("a", Lane::Standard, 1, t))
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    store
+        .complete_attempt(result(&d, "a", AttemptNext::Delivered, t))
+        .await
+        .unwrap();
+    let stats = store.delivery_stats().await.unwrap();
+    let count = |state| {
+        stats
+            .iter()
+            .filter(|s| s.flow == "f" && s.state == state)
+            .map(|s| s.count)
+            .sum::<i64>()
+    };
+    assert_eq!(count(DeliveryState::Delivered), 1);
+    assert_eq!(count(DeliveryState::Scheduled), 1);
+    assert!(
+        stats
+            .iter()
+            .all(|s| s.oldest_created_at == t0() && s.destination == "d")
+    );
+    let delivered = store.get_delivery(d.id).await.unwrap().unwrap();
+    assert_eq!(delivered.delivered_at, Some(t));
+    // Backfill: the same (event, flow) is left alone; a new flow gets a delivery.
+    let seq = store.get_delivery(ids[0]).await.unwrap().unwrap().event_seq;
+    let out = store
+        .insert_deliveries(vec![
+            (seq, delivery("f", "d", Lane::Standard)),
+            (seq, delivery("g", "d", Lane::Bulk)),
+        ])
+        .await
+        .unwrap();
+    assert!(out[0].is_none());
+    let created = out[1].unwrap();
+    assert!(!created.leased);
+    let g = store.get_delivery(created.id).await.unwrap().unwrap();
+    assert_eq!(
+        (g.flow.as_str(), g.event_seq, g.state),
+        ("g", seq, DeliveryState::Scheduled)
+    );
+    assert!(matches!(
+        store
+            .insert_deliveries(vec![(987_654, delivery("g", "d", Lane::Bulk))])
+            .await,
+        Err(Error::NotFound(_))
     ));
 }

@@ -23,9 +23,17 @@ use std::sync::Arc;
 use switchyard_core::CloudEvent;
 use switchyard_core::token::Role;
 
+pub use delivery::{
+    AttemptNext, AttemptRecord, AttemptResult, ClaimRequest, CreatedDelivery, DeliveryFilter,
+    DeliveryRecord, DeliveryStat, DeliveryState, DestinationPause, LeaseRequest, NewDelivery,
+    Replay,
+};
+
 pub mod conformance;
+pub mod delivery;
 pub mod postgres;
 pub mod sqlite;
+mod sqlite_queue;
 mod util;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -72,6 +80,9 @@ pub struct NewEvent {
     pub received_at: DateTime<Utc>,
     /// Business keys the event carries (from its source's declared jq extractions).
     pub keys: Vec<BusinessKey>,
+    /// The event routed through every flow that selects it: written in the event's own
+    /// transaction (the outbox), and only if the event is new (not a duplicate).
+    pub deliveries: Vec<NewDelivery>,
 }
 
 /// One identity of a business object an event carries: `shop_order = "#1042"`,
@@ -401,7 +412,21 @@ pub trait Store: Send + Sync + 'static {
     /// Appends events in one transaction (all or nothing), deduplicated by `(source, id)`.
     /// Returns one outcome per input, in order, after the commit is durable. Answers
     /// `Saturated` at once, storing nothing, when the write queue is full.
-    async fn append_events(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>>;
+    async fn append_events(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>> {
+        Ok(self
+            .append_routed(events)
+            .await?
+            .into_iter()
+            .map(|(a, _)| a)
+            .collect())
+    }
+
+    /// [`Store::append_events`], also returning the deliveries created for each new event
+    /// (none for a duplicate), in the order they were given.
+    async fn append_routed(
+        &self,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<(Appended, Vec<CreatedDelivery>)>>;
 
     async fn get_event(&self, seq: i64) -> Result<Option<StoredEvent>>;
 
@@ -561,6 +586,74 @@ pub trait Store: Send + Sync + 'static {
         live_since: DateTime<Utc>,
         restarted: Option<&str>,
     ) -> Result<u64>;
+
+    // ---- the delivery queue ----
+
+    /// Creates deliveries for stored events (a backfill); a delivery already existing for
+    /// the same (event, flow) is left alone (`None`).
+    async fn insert_deliveries(
+        &self,
+        items: Vec<(i64, NewDelivery)>,
+    ) -> Result<Vec<Option<CreatedDelivery>>>;
+
+    /// Leases up to `limit` due deliveries of one lane to `owner` (each to one owner only;
+    /// on PostgreSQL with `FOR UPDATE SKIP LOCKED`), oldest due first. A delivery whose
+    /// ordering key has an earlier delivery still pending (or dead-lettered, when it holds
+    /// its key) is not claimed. Deliveries whose lease expired count as due.
+    async fn claim_deliveries(&self, req: ClaimRequest) -> Result<Vec<DeliveryRecord>>;
+
+    /// Records an attempt and, if `owner` still holds the lease of that generation, moves
+    /// the delivery on. `Ok(false)`: the lease was lost (expired and taken over, or the
+    /// delivery was replayed); the attempt is recorded, the state left alone.
+    async fn complete_attempt(&self, result: AttemptResult) -> Result<bool>;
+
+    /// Gives leased deliveries back (`scheduled`, due now) that `owner` will not attempt
+    /// (shutdown, a destination that closed meanwhile).
+    async fn release_deliveries(&self, ids: Vec<i64>, owner: &str) -> Result<u64>;
+
+    /// Extends a lease still held by `owner`; `false` if it was lost.
+    async fn extend_delivery_lease(
+        &self,
+        id: i64,
+        owner: &str,
+        until: DateTime<Utc>,
+    ) -> Result<bool>;
+
+    async fn get_delivery(&self, id: i64) -> Result<Option<DeliveryRecord>>;
+
+    async fn list_deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<DeliveryRecord>>;
+
+    /// Oldest first.
+    async fn list_attempts(&self, delivery_id: i64) -> Result<Vec<AttemptRecord>>;
+
+    /// Counts per (flow, destination, lane, state) with the oldest creation time: queue
+    /// depth and the age of the oldest undelivered event.
+    async fn delivery_stats(&self) -> Result<Vec<DeliveryStat>>;
+
+    /// Starts a new generation of a dead letter (see [`Replay`]) and writes its audit record
+    /// in the same transaction. `Conflict` unless the delivery is in the dead-letter queue.
+    async fn replay_delivery(&self, replay: Replay) -> Result<DeliveryRecord>;
+
+    /// Moves a dead letter to `discarded`, audited (`dlq.discard`) in the same transaction.
+    async fn discard_delivery(
+        &self,
+        id: i64,
+        actor: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<DeliveryRecord>;
+
+    async fn destination_pauses(&self) -> Result<Vec<DestinationPause>>;
+
+    /// Lifts a pause. `actor` `system` after a successful trial delivery, or an operator's
+    /// token name (audited as `destination.resume`). `false` if it was not paused.
+    async fn resume_destination(
+        &self,
+        destination: &str,
+        actor: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool>;
 }
 
 pub type SharedStore = Arc<dyn Store>;

@@ -112,6 +112,66 @@ ALTER TABLE events ADD COLUMN payload_purged BOOLEAN NOT NULL DEFAULT false;
 ALTER TABLE events ADD COLUMN lag_ms BIGINT;
 "#,
     ),
+    (
+        5,
+        r#"
+CREATE TABLE deliveries (
+    id BIGSERIAL PRIMARY KEY,
+    event_seq BIGINT NOT NULL,
+    event_source TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    received_at BIGINT NOT NULL,
+    flow TEXT NOT NULL,
+    flow_version TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    lane SMALLINT NOT NULL,
+    ordering_key TEXT,
+    hold_on_dead BOOLEAN NOT NULL DEFAULT FALSE,
+    state TEXT NOT NULL,
+    payload TEXT,
+    traceparent TEXT,
+    generation BIGINT NOT NULL DEFAULT 0,
+    attempts BIGINT NOT NULL DEFAULT 0,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    next_attempt_at BIGINT,
+    delivered_at BIGINT,
+    lease_owner TEXT,
+    lease_until BIGINT,
+    error_class TEXT,
+    last_error TEXT,
+    last_status INTEGER,
+    error_detail TEXT,
+    UNIQUE (event_seq, flow)
+);
+CREATE INDEX deliveries_due ON deliveries (lane, next_attempt_at, id) WHERE state IN ('scheduled', 'retry_wait');
+CREATE INDEX deliveries_leased ON deliveries (lease_until) WHERE state = 'delivering';
+CREATE INDEX deliveries_key ON deliveries (destination, ordering_key, id) WHERE ordering_key IS NOT NULL AND state IN ('scheduled', 'retry_wait', 'delivering', 'dead', 'mapping_failed', 'invalid');
+CREATE INDEX deliveries_state ON deliveries (state, id);
+CREATE INDEX deliveries_flow ON deliveries (flow, id);
+CREATE TABLE delivery_attempts (
+    id BIGSERIAL PRIMARY KEY,
+    delivery_id BIGINT NOT NULL,
+    generation BIGINT NOT NULL,
+    attempt BIGINT NOT NULL,
+    node TEXT NOT NULL,
+    started_at BIGINT NOT NULL,
+    duration_us BIGINT NOT NULL,
+    outcome TEXT NOT NULL,
+    status INTEGER,
+    response_excerpt TEXT,
+    error TEXT
+);
+CREATE INDEX delivery_attempts_delivery ON delivery_attempts (delivery_id, id);
+CREATE TABLE destination_pauses (
+    destination TEXT PRIMARY KEY,
+    paused_at BIGINT NOT NULL,
+    resume_after BIGINT NOT NULL,
+    reason TEXT NOT NULL
+);
+"#,
+    ),
 ];
 
 /// Serialises migrations between nodes starting at once (a transaction-scoped lock).
@@ -598,7 +658,10 @@ impl Store for PgStore {
         self.pool.close();
     }
 
-    async fn append_events(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>> {
+    async fn append_routed(
+        &self,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<(Appended, Vec<CreatedDelivery>)>> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
@@ -614,11 +677,14 @@ impl Store for PgStore {
             Err(mpsc::error::TrySendError::Full(_)) => return Err(Error::Saturated),
             Err(mpsc::error::TrySendError::Closed(_)) => return Err(Error::Closed),
         }
-        rx.await.map_err(|_| {
-            Error::Unavailable(
-                "the append was dropped before it committed; nothing was stored".into(),
-            )
-        })?
+        // TODO(pg-queue): deliveries are not written yet
+        rx.await
+            .map_err(|_| {
+                Error::Unavailable(
+                    "the append was dropped before it committed; nothing was stored".into(),
+                )
+            })?
+            .map(|v| v.into_iter().map(|a| (a, Vec::new())).collect())
     }
 
     async fn append_events_held(
@@ -1226,6 +1292,80 @@ impl Store for PgStore {
         )
         .await
         .map_err(map_err)
+    }
+
+    // ---- the delivery queue (TODO(pg-queue): replaced by the real implementation) ----
+
+    async fn insert_deliveries(
+        &self,
+        _items: Vec<(i64, NewDelivery)>,
+    ) -> Result<Vec<Option<CreatedDelivery>>> {
+        Err(Error::Unavailable("pg queue not implemented".into()))
+    }
+
+    async fn claim_deliveries(&self, _req: ClaimRequest) -> Result<Vec<DeliveryRecord>> {
+        Err(Error::Unavailable("pg queue not implemented".into()))
+    }
+
+    async fn complete_attempt(&self, _result: AttemptResult) -> Result<bool> {
+        Err(Error::Unavailable("pg queue not implemented".into()))
+    }
+
+    async fn release_deliveries(&self, _ids: Vec<i64>, _owner: &str) -> Result<u64> {
+        Err(Error::Unavailable("pg queue not implemented".into()))
+    }
+
+    async fn extend_delivery_lease(
+        &self,
+        _id: i64,
+        _owner: &str,
+        _until: DateTime<Utc>,
+    ) -> Result<bool> {
+        Err(Error::Unavailable("pg queue not implemented".into()))
+    }
+
+    async fn get_delivery(&self, _id: i64) -> Result<Option<DeliveryRecord>> {
+        Err(Error::Unavailable("pg queue not implemented".into()))
+    }
+
+    async fn list_deliveries(&self, _filter: &DeliveryFilter) -> Result<Vec<DeliveryRecord>> {
+        Err(Error::Unavailable("pg queue not implemented".into()))
+    }
+
+    async fn list_attempts(&self, _delivery_id: i64) -> Result<Vec<AttemptRecord>> {
+        Err(Error::Unavailable("pg queue not implemented".into()))
+    }
+
+    async fn delivery_stats(&self) -> Result<Vec<DeliveryStat>> {
+        Err(Error::Unavailable("pg queue not implemented".into()))
+    }
+
+    async fn replay_delivery(&self, _replay: Replay) -> Result<DeliveryRecord> {
+        Err(Error::Unavailable("pg queue not implemented".into()))
+    }
+
+    async fn discard_delivery(
+        &self,
+        _id: i64,
+        _actor: &str,
+        _reason: &str,
+        _at: DateTime<Utc>,
+    ) -> Result<DeliveryRecord> {
+        Err(Error::Unavailable("pg queue not implemented".into()))
+    }
+
+    async fn destination_pauses(&self) -> Result<Vec<DestinationPause>> {
+        Err(Error::Unavailable("pg queue not implemented".into()))
+    }
+
+    async fn resume_destination(
+        &self,
+        _destination: &str,
+        _actor: &str,
+        _reason: &str,
+        _at: DateTime<Utc>,
+    ) -> Result<bool> {
+        Err(Error::Unavailable("pg queue not implemented".into()))
     }
 }
 

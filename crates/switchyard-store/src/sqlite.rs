@@ -9,6 +9,7 @@
 //!
 //! Nothing but the writer thread may write to the file while the server runs.
 
+use crate::sqlite_queue as queue;
 use crate::util::*;
 use crate::*;
 use r2d2_sqlite::SqliteConnectionManager;
@@ -116,6 +117,66 @@ ALTER TABLE events ADD COLUMN payload_purged INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE events ADD COLUMN lag_ms INTEGER;
 "#,
     ),
+    (
+        5,
+        r#"
+CREATE TABLE deliveries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_seq BIGINT NOT NULL,
+    event_source TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    received_at BIGINT NOT NULL,
+    flow TEXT NOT NULL,
+    flow_version TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    lane SMALLINT NOT NULL,
+    ordering_key TEXT,
+    hold_on_dead INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL,
+    payload TEXT,
+    traceparent TEXT,
+    generation BIGINT NOT NULL DEFAULT 0,
+    attempts BIGINT NOT NULL DEFAULT 0,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    next_attempt_at BIGINT,
+    delivered_at BIGINT,
+    lease_owner TEXT,
+    lease_until BIGINT,
+    error_class TEXT,
+    last_error TEXT,
+    last_status INTEGER,
+    error_detail TEXT,
+    UNIQUE (event_seq, flow)
+);
+CREATE INDEX deliveries_due ON deliveries (lane, next_attempt_at, id) WHERE state IN ('scheduled', 'retry_wait');
+CREATE INDEX deliveries_leased ON deliveries (lease_until) WHERE state = 'delivering';
+CREATE INDEX deliveries_key ON deliveries (destination, ordering_key, id) WHERE ordering_key IS NOT NULL AND state IN ('scheduled', 'retry_wait', 'delivering', 'dead', 'mapping_failed', 'invalid');
+CREATE INDEX deliveries_state ON deliveries (state, id);
+CREATE INDEX deliveries_flow ON deliveries (flow, id);
+CREATE TABLE delivery_attempts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    delivery_id BIGINT NOT NULL,
+    generation BIGINT NOT NULL,
+    attempt BIGINT NOT NULL,
+    node TEXT NOT NULL,
+    started_at BIGINT NOT NULL,
+    duration_us BIGINT NOT NULL,
+    outcome TEXT NOT NULL,
+    status INTEGER,
+    response_excerpt TEXT,
+    error TEXT
+);
+CREATE INDEX delivery_attempts_delivery ON delivery_attempts (delivery_id, id);
+CREATE TABLE destination_pauses (
+    destination TEXT PRIMARY KEY,
+    paused_at BIGINT NOT NULL,
+    resume_after BIGINT NOT NULL,
+    reason TEXT NOT NULL
+);
+"#,
+    ),
 ];
 
 pub struct SqliteStore {
@@ -128,7 +189,7 @@ pub struct SqliteStore {
     wal_backlog: std::sync::Arc<AtomicI64>,
 }
 
-fn map_err(e: rusqlite::Error) -> Error {
+pub(crate) fn map_err(e: rusqlite::Error) -> Error {
     use rusqlite::ErrorCode::*;
     match &e {
         rusqlite::Error::SqliteFailure(f, _) => match f.code {
@@ -521,7 +582,10 @@ fn row_to_event(conn: &Connection, row: EventRow) -> Result<StoredEvent> {
     })
 }
 
-fn insert_events(conn: &Connection, events: &[NewEvent]) -> Result<Vec<Appended>> {
+fn insert_events(
+    conn: &Connection,
+    events: &[NewEvent],
+) -> Result<Vec<(Appended, Vec<CreatedDelivery>)>> {
     let mut insert = conn
         .prepare_cached(
             "INSERT INTO events (source, event_id, type, subject, time, received_at, envelope, lag_ms)
@@ -561,13 +625,26 @@ fn insert_events(conn: &Connection, events: &[NewEvent]) -> Result<Vec<Appended>
                 for k in &e.keys {
                     key.execute(params![seq, k.name, k.value]).map_err(map_err)?;
                 }
-                Appended::Stored { seq }
+                let attrs = queue::EventAttrs {
+                    source: &ev.source,
+                    id: &ev.id,
+                    ty: &ev.ty,
+                    received: micros(e.received_at),
+                };
+                let mut created = Vec::with_capacity(e.deliveries.len());
+                for d in &e.deliveries {
+                    created.extend(queue::insert(conn, seq, &attrs, d)?);
+                }
+                (Appended::Stored { seq }, created)
             }
-            None => Appended::Duplicate {
-                seq: existing
-                    .query_row(params![ev.source, ev.id], |r| r.get(0))
-                    .map_err(map_err)?,
-            },
+            None => (
+                Appended::Duplicate {
+                    seq: existing
+                        .query_row(params![ev.source, ev.id], |r| r.get(0))
+                        .map_err(map_err)?,
+                },
+                Vec::new(),
+            ),
         });
     }
     Ok(out)
@@ -705,7 +782,10 @@ impl Store for SqliteStore {
         self.stop_checkpointer.store(true, Ordering::Relaxed);
     }
 
-    async fn append_events(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>> {
+    async fn append_routed(
+        &self,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<(Appended, Vec<CreatedDelivery>)>> {
         let n = events.len();
         if n == 0 {
             return Ok(Vec::new());
@@ -724,7 +804,7 @@ impl Store for SqliteStore {
             let r = insert_events(c, &events)?;
             let _ = inserted.send(());
             let _ = release.blocking_recv();
-            Ok(r)
+            Ok(r.into_iter().map(|(a, _)| a).collect())
         })
         .await
     }
@@ -1397,5 +1477,106 @@ impl Store for SqliteStore {
             Ok(n as u64)
         })
         .await
+    }
+
+    async fn insert_deliveries(
+        &self,
+        items: Vec<(i64, NewDelivery)>,
+    ) -> Result<Vec<Option<CreatedDelivery>>> {
+        self.write(move |c| {
+            let mut out = Vec::with_capacity(items.len());
+            for (seq, d) in &items {
+                let Some((source, id, ty, received)) = queue::event_attrs(c, *seq)? else {
+                    return Err(Error::NotFound(format!("event {seq}")));
+                };
+                let attrs = queue::EventAttrs {
+                    source: &source,
+                    id: &id,
+                    ty: &ty,
+                    received,
+                };
+                out.push(queue::insert(c, *seq, &attrs, d)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn claim_deliveries(&self, req: ClaimRequest) -> Result<Vec<DeliveryRecord>> {
+        self.write(move |c| queue::claim(c, &req)).await
+    }
+
+    async fn complete_attempt(&self, result: AttemptResult) -> Result<bool> {
+        self.write(move |c| queue::complete(c, &result)).await
+    }
+
+    async fn release_deliveries(&self, ids: Vec<i64>, owner: &str) -> Result<u64> {
+        let owner = owner.to_string();
+        self.write(move |c| queue::release(c, &ids, &owner)).await
+    }
+
+    async fn extend_delivery_lease(
+        &self,
+        id: i64,
+        owner: &str,
+        until: DateTime<Utc>,
+    ) -> Result<bool> {
+        let owner = owner.to_string();
+        self.write(move |c| queue::extend(c, id, &owner, until))
+            .await
+    }
+
+    async fn get_delivery(&self, id: i64) -> Result<Option<DeliveryRecord>> {
+        self.read(move |c| queue::get(c, id)).await
+    }
+
+    async fn list_deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<DeliveryRecord>> {
+        let filter = filter.clone();
+        self.read(move |c| queue::list(c, &filter)).await
+    }
+
+    async fn list_attempts(&self, delivery_id: i64) -> Result<Vec<AttemptRecord>> {
+        self.read(move |c| queue::attempts(c, delivery_id)).await
+    }
+
+    async fn delivery_stats(&self) -> Result<Vec<DeliveryStat>> {
+        self.read(queue::stats).await
+    }
+
+    async fn replay_delivery(&self, replay: Replay) -> Result<DeliveryRecord> {
+        self.write(move |c| queue::replay(c, &replay, audit_insert))
+            .await
+    }
+
+    async fn discard_delivery(
+        &self,
+        id: i64,
+        actor: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<DeliveryRecord> {
+        let (actor, reason) = (actor.to_string(), reason.to_string());
+        self.write(move |c| queue::discard(c, id, &actor, &reason, at, audit_insert))
+            .await
+    }
+
+    async fn destination_pauses(&self) -> Result<Vec<DestinationPause>> {
+        self.read(queue::pauses).await
+    }
+
+    async fn resume_destination(
+        &self,
+        destination: &str,
+        actor: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool> {
+        let (destination, actor, reason) = (
+            destination.to_string(),
+            actor.to_string(),
+            reason.to_string(),
+        );
+        self.write(move |c| queue::resume(c, &destination, &actor, &reason, at, audit_insert))
+            .await
     }
 }
