@@ -32,6 +32,7 @@ pub use delivery::{
 pub mod conformance;
 pub mod delivery;
 pub mod postgres;
+mod postgres_queue;
 pub mod sqlite;
 mod sqlite_queue;
 mod util;

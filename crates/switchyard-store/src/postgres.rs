@@ -11,6 +11,7 @@
 //! still running (`pg_snapshot_xmin`). Ordered by `(tx, seq)`, nothing can ever commit
 //! behind a position a reader has passed.
 
+use crate::postgres_queue as queue;
 use crate::util::*;
 use crate::*;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -190,9 +191,12 @@ const APPENDERS: usize = 2;
 /// Most requests one group commit takes.
 const MAX_GROUP: usize = 512;
 
+/// Per event: its outcome and the deliveries created for it (none for a duplicate).
+type Routed = Vec<(Appended, Vec<CreatedDelivery>)>;
+
 struct AppendRequest {
     events: Vec<NewEvent>,
-    reply: oneshot::Sender<Result<Vec<Appended>>>,
+    reply: oneshot::Sender<Result<Routed>>,
 }
 
 /// Takes every waiting append request, commits them in one transaction, answers each.
@@ -239,7 +243,7 @@ async fn appender(
     }
 }
 
-fn map_err(e: tokio_postgres::Error) -> Error {
+pub(crate) fn map_err(e: tokio_postgres::Error) -> Error {
     match e.code() {
         Some(c) if *c == SqlState::UNIQUE_VIOLATION => Error::Conflict(e.to_string()),
         _ => Error::Unavailable(match e.as_db_error() {
@@ -414,9 +418,11 @@ async fn append_tx(
     pool: &Pool,
     events: &[&NewEvent],
     hold: Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>,
-) -> Result<Vec<Appended>> {
+) -> Result<Routed> {
     let mut client = pool.get().await.map_err(pool_err)?;
     let tx = client.transaction().await.map_err(map_err)?;
+    // Before any row is written: the ordering keys of the deliveries (see postgres_queue).
+    queue::lock_keys(&tx, events.iter().flat_map(|e| e.deliveries.iter())).await?;
     let mut sources = Vec::with_capacity(events.len());
     let mut ids = Vec::with_capacity(events.len());
     let mut types = Vec::with_capacity(events.len());
@@ -521,14 +527,41 @@ async fn append_tx(
             .await
             .map_err(map_err)?;
     }
+    // The outbox: deliveries of the new events, in this same transaction.
+    let mut items = Vec::new();
+    for (e, a) in events.iter().zip(&out) {
+        if let Some(Appended::Stored { seq }) = a {
+            items.extend(e.deliveries.iter().map(|d| queue::Item {
+                seq: *seq,
+                source: &e.event.source,
+                id: &e.event.id,
+                ty: &e.event.ty,
+                received: micros(e.received_at),
+                delivery: d,
+            }));
+        }
+    }
+    let mut created = queue::insert(&tx, &items, false).await?.into_iter();
     if let Some((inserted_tx, release)) = hold {
         let _ = inserted_tx.send(());
         let _ = release.await;
     }
     tx.commit().await.map_err(map_err)?;
-    Ok(out
-        .into_iter()
-        .map(|o| o.expect("every event resolved"))
+    Ok(events
+        .iter()
+        .zip(out)
+        .map(|(e, o)| {
+            let o = o.expect("every event resolved");
+            let mine = match o {
+                Appended::Stored { .. } => created
+                    .by_ref()
+                    .take(e.deliveries.len())
+                    .flatten()
+                    .collect(),
+                Appended::Duplicate { .. } => Vec::new(),
+            };
+            (o, mine)
+        })
         .collect())
 }
 
@@ -618,7 +651,10 @@ fn lease_from_row(r: &tokio_postgres::Row) -> Result<Lease> {
     })
 }
 
-async fn audit_insert(c: &impl deadpool_postgres::GenericClient, e: &NewAudit) -> Result<i64> {
+pub(crate) async fn audit_insert(
+    c: &impl deadpool_postgres::GenericClient,
+    e: &NewAudit,
+) -> Result<i64> {
     Ok(c
         .query_one(
             "INSERT INTO audit (at, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5) RETURNING id",
@@ -677,14 +713,11 @@ impl Store for PgStore {
             Err(mpsc::error::TrySendError::Full(_)) => return Err(Error::Saturated),
             Err(mpsc::error::TrySendError::Closed(_)) => return Err(Error::Closed),
         }
-        // TODO(pg-queue): deliveries are not written yet
-        rx.await
-            .map_err(|_| {
-                Error::Unavailable(
-                    "the append was dropped before it committed; nothing was stored".into(),
-                )
-            })?
-            .map(|v| v.into_iter().map(|a| (a, Vec::new())).collect())
+        rx.await.map_err(|_| {
+            Error::Unavailable(
+                "the append was dropped before it committed; nothing was stored".into(),
+            )
+        })?
     }
 
     async fn append_events_held(
@@ -697,7 +730,11 @@ impl Store for PgStore {
             return Err(Error::Closed);
         }
         let refs: Vec<&NewEvent> = events.iter().collect();
-        append_tx(&self.pool, &refs, Some((inserted, release))).await
+        Ok(append_tx(&self.pool, &refs, Some((inserted, release)))
+            .await?
+            .into_iter()
+            .map(|(a, _)| a)
+            .collect())
     }
 
     async fn get_event(&self, seq: i64) -> Result<Option<StoredEvent>> {
@@ -1294,78 +1331,112 @@ impl Store for PgStore {
         .map_err(map_err)
     }
 
-    // ---- the delivery queue (TODO(pg-queue): replaced by the real implementation) ----
+    // ---- the delivery queue (statements in postgres_queue.rs) ----
 
     async fn insert_deliveries(
         &self,
-        _items: Vec<(i64, NewDelivery)>,
+        items: Vec<(i64, NewDelivery)>,
     ) -> Result<Vec<Option<CreatedDelivery>>> {
-        Err(Error::Unavailable("pg queue not implemented".into()))
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(map_err)?;
+        let out = queue::backfill(&tx, &items).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(out)
     }
 
-    async fn claim_deliveries(&self, _req: ClaimRequest) -> Result<Vec<DeliveryRecord>> {
-        Err(Error::Unavailable("pg queue not implemented".into()))
+    async fn claim_deliveries(&self, req: ClaimRequest) -> Result<Vec<DeliveryRecord>> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(map_err)?;
+        let out = queue::claim(&tx, &req).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(out)
     }
 
-    async fn complete_attempt(&self, _result: AttemptResult) -> Result<bool> {
-        Err(Error::Unavailable("pg queue not implemented".into()))
+    async fn complete_attempt(&self, result: AttemptResult) -> Result<bool> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(map_err)?;
+        let held = queue::complete(&tx, &result).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(held)
     }
 
-    async fn release_deliveries(&self, _ids: Vec<i64>, _owner: &str) -> Result<u64> {
-        Err(Error::Unavailable("pg queue not implemented".into()))
+    async fn release_deliveries(&self, ids: Vec<i64>, owner: &str) -> Result<u64> {
+        let c = self.client().await?;
+        queue::release(&c, &ids, owner).await
     }
 
     async fn extend_delivery_lease(
         &self,
-        _id: i64,
-        _owner: &str,
-        _until: DateTime<Utc>,
+        id: i64,
+        owner: &str,
+        until: DateTime<Utc>,
     ) -> Result<bool> {
-        Err(Error::Unavailable("pg queue not implemented".into()))
+        let c = self.client().await?;
+        queue::extend(&c, id, owner, until).await
     }
 
-    async fn get_delivery(&self, _id: i64) -> Result<Option<DeliveryRecord>> {
-        Err(Error::Unavailable("pg queue not implemented".into()))
+    async fn get_delivery(&self, id: i64) -> Result<Option<DeliveryRecord>> {
+        let c = self.client().await?;
+        queue::get(&c, id).await
     }
 
-    async fn list_deliveries(&self, _filter: &DeliveryFilter) -> Result<Vec<DeliveryRecord>> {
-        Err(Error::Unavailable("pg queue not implemented".into()))
+    async fn list_deliveries(&self, filter: &DeliveryFilter) -> Result<Vec<DeliveryRecord>> {
+        let c = self.client().await?;
+        queue::list(&c, filter).await
     }
 
-    async fn list_attempts(&self, _delivery_id: i64) -> Result<Vec<AttemptRecord>> {
-        Err(Error::Unavailable("pg queue not implemented".into()))
+    async fn list_attempts(&self, delivery_id: i64) -> Result<Vec<AttemptRecord>> {
+        let c = self.client().await?;
+        queue::attempts(&c, delivery_id).await
     }
 
     async fn delivery_stats(&self) -> Result<Vec<DeliveryStat>> {
-        Err(Error::Unavailable("pg queue not implemented".into()))
+        let c = self.client().await?;
+        queue::stats(&c).await
     }
 
-    async fn replay_delivery(&self, _replay: Replay) -> Result<DeliveryRecord> {
-        Err(Error::Unavailable("pg queue not implemented".into()))
+    async fn replay_delivery(&self, replay: Replay) -> Result<DeliveryRecord> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(map_err)?;
+        let d = queue::replay(&tx, &replay).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(d)
     }
 
     async fn discard_delivery(
         &self,
-        _id: i64,
-        _actor: &str,
-        _reason: &str,
-        _at: DateTime<Utc>,
+        id: i64,
+        actor: &str,
+        reason: &str,
+        at: DateTime<Utc>,
     ) -> Result<DeliveryRecord> {
-        Err(Error::Unavailable("pg queue not implemented".into()))
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(map_err)?;
+        let d = queue::discard(&tx, id, actor, reason, at).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(d)
     }
 
     async fn destination_pauses(&self) -> Result<Vec<DestinationPause>> {
-        Err(Error::Unavailable("pg queue not implemented".into()))
+        let c = self.client().await?;
+        queue::pauses(&c).await
     }
 
     async fn resume_destination(
         &self,
-        _destination: &str,
-        _actor: &str,
-        _reason: &str,
-        _at: DateTime<Utc>,
+        destination: &str,
+        actor: &str,
+        reason: &str,
+        at: DateTime<Utc>,
     ) -> Result<bool> {
-        Err(Error::Unavailable("pg queue not implemented".into()))
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(map_err)?;
+        let resumed = queue::resume(&tx, destination, actor, reason, at).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(resumed)
     }
 }
 

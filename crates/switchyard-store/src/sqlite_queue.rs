@@ -3,7 +3,9 @@
 //! same row as free.
 
 use crate::delivery::*;
-use crate::util::{decode_json, from_micros, micros, opt_from_micros};
+use crate::util::{
+    decode_json, discard_audit, from_micros, micros, opt_from_micros, replay_audit, resume_audit,
+};
 use crate::{Error, NewAudit, Result};
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
@@ -517,44 +519,6 @@ pub(crate) fn replay(
     Ok(after)
 }
 
-/// The audit record of a replay: who, why, and what changed.
-pub(crate) fn replay_audit(
-    r: &Replay,
-    before: &DeliveryRecord,
-    after: &DeliveryRecord,
-) -> NewAudit {
-    let mut changed = serde_json::Map::new();
-    if before.payload != after.payload {
-        changed.insert(
-            "payload".into(),
-            serde_json::json!({"before": before.payload, "after": after.payload}),
-        );
-    }
-    if before.flow_version != after.flow_version {
-        changed.insert(
-            "flow_version".into(),
-            serde_json::json!({"before": before.flow_version, "after": after.flow_version}),
-        );
-    }
-    changed.insert(
-        "state".into(),
-        serde_json::json!({"before": before.state, "after": after.state}),
-    );
-    NewAudit {
-        at: r.at,
-        actor: r.actor.clone(),
-        action: r.action.clone(),
-        target: format!("delivery:{}", r.id),
-        detail: serde_json::json!({
-            "reason": r.reason,
-            "flow": after.flow,
-            "event": {"source": after.event_source, "id": after.event_id},
-            "generation": after.generation,
-            "changed": changed,
-        }),
-    }
-}
-
 pub(crate) fn discard(
     c: &Connection,
     id: i64,
@@ -571,27 +535,6 @@ pub(crate) fn discard(
     .map_err(map_err)?;
     audit(c, &discard_audit(&before, actor, reason, at))?;
     get(c, id)?.ok_or_else(|| Error::NotFound(format!("delivery {id}")))
-}
-
-pub(crate) fn discard_audit(
-    before: &DeliveryRecord,
-    actor: &str,
-    reason: &str,
-    at: DateTime<Utc>,
-) -> NewAudit {
-    NewAudit {
-        at,
-        actor: actor.to_string(),
-        action: "dlq.discard".into(),
-        target: format!("delivery:{}", before.id),
-        detail: serde_json::json!({
-            "reason": reason,
-            "flow": before.flow,
-            "event": {"source": before.event_source, "id": before.event_id},
-            "generation": before.generation,
-            "changed": {"state": {"before": before.state, "after": "discarded"}},
-        }),
-    }
 }
 
 pub(crate) fn pauses(c: &Connection) -> Result<Vec<DestinationPause>> {
@@ -639,19 +582,4 @@ pub(crate) fn resume(
     }
     audit(c, &resume_audit(destination, actor, reason, at))?;
     Ok(true)
-}
-
-pub(crate) fn resume_audit(
-    destination: &str,
-    actor: &str,
-    reason: &str,
-    at: DateTime<Utc>,
-) -> NewAudit {
-    NewAudit {
-        at,
-        actor: actor.to_string(),
-        action: "destination.resume".into(),
-        target: format!("destination:{destination}"),
-        detail: serde_json::json!({"reason": reason}),
-    }
 }

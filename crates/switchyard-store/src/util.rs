@@ -66,3 +66,81 @@ pub fn lag_ms(e: &crate::NewEvent) -> Option<i64> {
     let t = DateTime::parse_from_rfc3339(e.event.time.as_deref()?).ok()?;
     Some((e.received_at - t.with_timezone(&Utc)).num_milliseconds())
 }
+
+// ---- audit records of the delivery queue, written by both backends ----
+
+/// The audit record of a replay: who, why, and what changed.
+pub(crate) fn replay_audit(
+    r: &crate::delivery::Replay,
+    before: &crate::delivery::DeliveryRecord,
+    after: &crate::delivery::DeliveryRecord,
+) -> crate::NewAudit {
+    let mut changed = serde_json::Map::new();
+    if before.payload != after.payload {
+        changed.insert(
+            "payload".into(),
+            serde_json::json!({"before": before.payload, "after": after.payload}),
+        );
+    }
+    if before.flow_version != after.flow_version {
+        changed.insert(
+            "flow_version".into(),
+            serde_json::json!({"before": before.flow_version, "after": after.flow_version}),
+        );
+    }
+    changed.insert(
+        "state".into(),
+        serde_json::json!({"before": before.state, "after": after.state}),
+    );
+    crate::NewAudit {
+        at: r.at,
+        actor: r.actor.clone(),
+        action: r.action.clone(),
+        target: format!("delivery:{}", r.id),
+        detail: serde_json::json!({
+            "reason": r.reason,
+            "flow": after.flow,
+            "event": {"source": after.event_source, "id": after.event_id},
+            "generation": after.generation,
+            "changed": changed,
+        }),
+    }
+}
+
+/// The audit record of a dead letter's discard.
+pub(crate) fn discard_audit(
+    before: &crate::delivery::DeliveryRecord,
+    actor: &str,
+    reason: &str,
+    at: DateTime<Utc>,
+) -> crate::NewAudit {
+    crate::NewAudit {
+        at,
+        actor: actor.to_string(),
+        action: "dlq.discard".into(),
+        target: format!("delivery:{}", before.id),
+        detail: serde_json::json!({
+            "reason": reason,
+            "flow": before.flow,
+            "event": {"source": before.event_source, "id": before.event_id},
+            "generation": before.generation,
+            "changed": {"state": {"before": before.state, "after": "discarded"}},
+        }),
+    }
+}
+
+/// The audit record of an operator lifting a destination's pause.
+pub(crate) fn resume_audit(
+    destination: &str,
+    actor: &str,
+    reason: &str,
+    at: DateTime<Utc>,
+) -> crate::NewAudit {
+    crate::NewAudit {
+        at,
+        actor: actor.to_string(),
+        action: "destination.resume".into(),
+        target: format!("destination:{destination}"),
+        detail: serde_json::json!({"reason": reason}),
+    }
+}
