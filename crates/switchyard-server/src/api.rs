@@ -20,13 +20,15 @@ const MAX_API_BODY: usize = 64 * 1024;
 
 /// Parses the query string after the caller is authorized, so a bad parameter is a
 /// problem+json 400 and an unauthenticated caller learns nothing about parameters.
-fn parse_query<T: serde::de::DeserializeOwned>(raw: Option<String>) -> Result<T, ApiError> {
+pub(crate) fn parse_query<T: serde::de::DeserializeOwned>(
+    raw: Option<String>,
+) -> Result<T, ApiError> {
     serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
         .map_err(|e| bad_param("query", format!("bad query string: {e}")))
 }
 
 /// Reads a JSON request body of at most [`MAX_API_BODY`] bytes.
-async fn json_body<T: serde::de::DeserializeOwned>(
+pub(crate) async fn json_body<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     body: Body,
     shape: &str,
@@ -36,7 +38,11 @@ async fn json_body<T: serde::de::DeserializeOwned>(
         .map_err(|e| ApiError::new(Problem::Malformed, format!("expected {shape}: {e}")))
 }
 
-fn check_limit(limit: Option<usize>, default: usize, max: usize) -> Result<usize, ApiError> {
+pub(crate) fn check_limit(
+    limit: Option<usize>,
+    default: usize,
+    max: usize,
+) -> Result<usize, ApiError> {
     let limit = limit.unwrap_or(default);
     if (1..=max).contains(&limit) {
         Ok(limit)
@@ -45,7 +51,7 @@ fn check_limit(limit: Option<usize>, default: usize, max: usize) -> Result<usize
     }
 }
 
-fn bad_param(field: &str, detail: impl Into<String>) -> ApiError {
+pub(crate) fn bad_param(field: &str, detail: impl Into<String>) -> ApiError {
     let detail = detail.into();
     ApiError::new(Problem::Invalid, format!("{field}: {detail}")).with_errors(vec![FieldError {
         index: None,
@@ -90,7 +96,7 @@ pub struct EventsQuery {
     pub until: Option<String>,
 }
 
-fn time_param(
+pub(crate) fn time_param(
     field: &str,
     v: Option<&str>,
 ) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {

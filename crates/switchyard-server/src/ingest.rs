@@ -463,17 +463,32 @@ async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Res
         })
         .collect();
     let mut events = Vec::with_capacity(parsed.len());
+    let mut routings = Vec::with_capacity(parsed.len());
+    let mut new_events = Vec::with_capacity(parsed.len());
     for (i, p) in parsed.into_iter().enumerate() {
         let index = (mode == Mode::Batch).then_some(i);
         let keys = source_keys(state, &p.event, mode, index, &mut warnings)?;
-        events.push(NewEvent {
-            event: p.event,
+        // Routed before the commit: the deliveries are written in the event's transaction.
+        let routing = state.engine.route(&p.event);
+        new_events.push(NewEvent {
+            event: p.event.clone(),
             received_at,
             keys,
-            deliveries: Vec::new(),
+            deliveries: routing.deliveries.clone(),
         });
+        events.push(p.event);
+        routings.push(routing);
     }
-    let outcomes = state.store.append_events(events.clone()).await?;
+    let results = state.store.append_routed(new_events).await?;
+    let mut outcomes = Vec::with_capacity(results.len());
+    for ((event, routing), (appended, created)) in events.iter().zip(routings).zip(results) {
+        if let Appended::Stored { seq } = appended {
+            state
+                .engine
+                .handoff(event, seq, received_at, routing, created);
+        }
+        outcomes.push(appended);
+    }
 
     let mut stored = 0u64;
     for (e, a) in events.iter().zip(&outcomes) {
@@ -485,9 +500,9 @@ async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Res
             Appended::Duplicate { .. } => "duplicate",
         };
         tracing::debug!(
-            event_id = %e.event.id,
-            source = %e.event.source,
-            event_type = %e.event.ty,
+            event_id = %e.id,
+            source = %e.source,
+            event_type = %e.ty,
             seq = a.seq(),
             outcome,
             actor = %caller.name,
@@ -508,10 +523,10 @@ async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Res
         json!({
             "stored": stored,
             "duplicates": duplicates,
-            "events": events.iter().zip(&outcomes).map(|(e, a)| outcome_json(&e.event, *a)).collect::<Vec<_>>(),
+            "events": events.iter().zip(&outcomes).map(|(e, a)| outcome_json(e, *a)).collect::<Vec<_>>(),
         })
     } else {
-        outcome_json(&events[0].event, outcomes[0])
+        outcome_json(&events[0], outcomes[0])
     };
     if !warnings.is_empty() {
         body["warnings"] = serde_json::to_value(&warnings).unwrap_or_default();

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod delivery_api;
 pub mod error;
 pub mod ingest;
 pub mod jobs;
@@ -50,20 +51,36 @@ pub struct AppState {
     pub sources: Arc<Sources>,
     /// Stored bytes per source, for quotas (refreshed by `retention::Usage`).
     pub usage: Arc<retention::UsageMap>,
+    /// Routes ingested events and sends their deliveries.
+    pub engine: switchyard_deliver::Engine,
 }
 
 impl AppState {
     pub fn new(store: SharedStore, clock: SharedClock, limits: Limits, node_id: &str) -> Self {
         Self {
-            store,
-            clock,
+            store: store.clone(),
+            clock: clock.clone(),
             tokens: Arc::new(auth::TokenCache::default()),
             limits: Arc::new(limits),
             node_id: Arc::from(node_id),
             metrics: metrics_handle(),
             sources: Arc::new(Sources::default()),
             usage: Arc::new(retention::UsageMap::default()),
+            engine: switchyard_deliver::Engine::new(
+                store,
+                clock,
+                Arc::new(switchyard_core::flows::Flows::default()),
+                node_id.to_string(),
+                switchyard_core::config::DeliveryConfig::default(),
+            )
+            .expect("an engine without destinations always builds"),
         }
+    }
+
+    /// The delivery engine (default: no flows; nothing is routed).
+    pub fn with_engine(mut self, engine: switchyard_deliver::Engine) -> Self {
+        self.engine = engine;
+        self
     }
 
     /// The declared sources (default: none, undeclared senders accepted).
@@ -218,6 +235,24 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/audit", get(api::list_audit))
         .route("/v1/cluster", get(api::cluster))
         .route("/v1/sources", get(api::sources))
+        .route("/v1/flows", get(delivery_api::list_flows))
+        .route("/v1/deliveries", get(delivery_api::list_deliveries))
+        .route("/v1/deliveries/{id}", get(delivery_api::get_delivery))
+        .route("/v1/dlq", get(delivery_api::list_dlq))
+        .route("/v1/dlq/{id}", get(delivery_api::get_delivery))
+        .route(
+            "/v1/dlq/{id}/replay",
+            axum::routing::post(delivery_api::replay_dlq),
+        )
+        .route(
+            "/v1/dlq/{id}/discard",
+            axum::routing::post(delivery_api::discard_dlq),
+        )
+        .route("/v1/destinations", get(delivery_api::list_destinations))
+        .route(
+            "/v1/destinations/{name}/resume",
+            axum::routing::post(delivery_api::resume_destination),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))

@@ -358,15 +358,24 @@ async fn receive(
     let event = parsed_event.event;
     let mut warnings = Vec::new();
     let keys = keys_of(source, &event, None, &mut warnings)?;
-    let outcome = state
+    let received_at = state.clock.now();
+    let routing = state.engine.route(&event);
+    let mut results = state
         .store
-        .append_events(vec![NewEvent {
+        .append_routed(vec![NewEvent {
             event: event.clone(),
-            received_at: state.clock.now(),
+            received_at,
             keys,
-            deliveries: Vec::new(),
+            deliveries: routing.deliveries.clone(),
         }])
         .await?;
+    let (appended, created) = results.remove(0);
+    if let Appended::Stored { seq } = appended {
+        state
+            .engine
+            .handoff(&event, seq, received_at, routing, created);
+    }
+    let outcome = [appended];
     let (status, label) = match outcome[0] {
         Appended::Stored { .. } => (StatusCode::ACCEPTED, "stored"),
         Appended::Duplicate { .. } => (StatusCode::OK, "duplicate"),

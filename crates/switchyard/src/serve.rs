@@ -162,6 +162,17 @@ pub async fn start(
         switchyard_core::sources::Sources::compile(config)
             .map_err(|p| anyhow::anyhow!("sources: {p:?}"))?,
     );
+    let flows = switchyard_core::flows::Flows::compile(config)
+        .map_err(|p| anyhow::anyhow!("flows: {p:?}"))?;
+    let engine = switchyard_deliver::Engine::new(
+        store.clone(),
+        clock.clone(),
+        std::sync::Arc::new(flows),
+        node.clone(),
+        config.delivery.clone(),
+    )
+    .context("building the delivery engine")?;
+    let state = state.with_engine(engine.clone());
     let usage = Usage {
         store: store.clone(),
         clock: clock.clone(),
@@ -204,9 +215,17 @@ pub async fn start(
             store: store.clone(),
             clock: clock.clone(),
             node_id: node.clone(),
+            state: Some(state.clone()),
         }
         .run(cancel.clone()),
     );
+    engine.start().await;
+    let engine_grace = Duration::from_secs(config.server.shutdown_grace_seconds);
+    let engine_cancel = cancel.clone();
+    tracker.spawn(async move {
+        engine_cancel.cancelled().await;
+        engine.shutdown(engine_grace).await;
+    });
     let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
     let http_state = state.clone();
     let http_cancel = cancel.clone();
