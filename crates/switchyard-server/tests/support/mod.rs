@@ -21,6 +21,7 @@ pub struct Server {
     pub viewer: String,
     pub http: reqwest::Client,
     pub cancel: CancellationToken,
+    pub engine: Option<switchyard_deliver::Engine>,
     _dir: tempfile::TempDir,
 }
 
@@ -38,6 +39,11 @@ pub struct Setup {
     pub max_body: usize,
     pub allowed_origins: Vec<String>,
     pub sources: Sources,
+    /// Configuration text with `[[destinations]]`, `[[flows]]` and `[delivery]`: starts
+    /// the delivery engine.
+    pub flows: Option<String>,
+    /// The business clock (default: system time).
+    pub clock: Option<SharedClock>,
 }
 
 impl Default for Setup {
@@ -48,6 +54,8 @@ impl Default for Setup {
             max_body: 64 * 1024,
             allowed_origins: vec!["*".into()],
             sources: Sources::default(),
+            flows: None,
+            clock: None,
         }
     }
 }
@@ -60,7 +68,7 @@ pub async fn start(setup: Setup) -> Server {
         setup.url_params
     );
     let store = switchyard_store::open(&url, &setup.store).await.unwrap();
-    let clock: SharedClock = Arc::new(SystemClock);
+    let clock: SharedClock = setup.clock.clone().unwrap_or_else(|| Arc::new(SystemClock));
     let mut tokens = Vec::new();
     for (name, role) in [
         ("admin", Role::Admin),
@@ -92,9 +100,43 @@ pub async fn start(setup: Setup) -> Server {
         "test-node",
     )
     .with_sources(setup.sources);
+    let mut engine = None;
+    let state = match &setup.flows {
+        None => state,
+        Some(text) => {
+            let config = switchyard_core::Config::parse(text, "test.toml", Vec::new())
+                .unwrap_or_else(|e| panic!("test config: {e}"));
+            let flows = switchyard_core::flows::Flows::compile(&config).unwrap();
+            let e = switchyard_deliver::Engine::new(
+                store.clone(),
+                state.clock.clone(),
+                Arc::new(flows),
+                "test-node".into(),
+                config.delivery.clone(),
+            )
+            .unwrap();
+            e.start().await;
+            engine = Some(e.clone());
+            state.with_engine(e)
+        }
+    };
+    let jobs = switchyard_server::jobs::JobRunner {
+        store: store.clone(),
+        clock: state.clock.clone(),
+        node_id: "test-node".into(),
+        state: Some(state.clone()),
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let cancel = CancellationToken::new();
+    tokio::spawn(jobs.run(cancel.clone()));
+    if let Some(e) = engine.clone() {
+        let c = cancel.clone();
+        tokio::spawn(async move {
+            c.cancelled().await;
+            e.shutdown(Duration::from_secs(2)).await;
+        });
+    }
     tokio::spawn(switchyard_server::serve(
         listener,
         state,
@@ -109,6 +151,7 @@ pub async fn start(setup: Setup) -> Server {
         viewer: tokens[2].clone(),
         http: reqwest::Client::new(),
         cancel,
+        engine,
         _dir: dir,
     }
 }
@@ -138,6 +181,32 @@ impl Server {
         (s, r.json().await.unwrap_or(Value::Null))
     }
 
+    pub async fn post_as(&self, path: &str, token: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Polls `GET path` (admin) until `done` accepts the body; panics after 30 s.
+    pub async fn wait_for(&self, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, body) = self.get_as(path, &self.admin).await;
+            if done(&body) {
+                return body;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting on {path}; last: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn count(&self) -> i64 {
         self.store.count_events().await.unwrap()
     }
@@ -156,4 +225,109 @@ pub async fn problem(r: reqwest::Response, status: u16, code: &str) -> Value {
     assert!(body["title"].is_string());
     assert!(!body["detail"].as_str().unwrap().is_empty());
     body
+}
+
+/// One request a [`Receiver`] got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub headers: axum::http::HeaderMap,
+    pub body: Value,
+    pub at: std::time::Instant,
+}
+
+/// What a receiver answers: status, extra headers, and a delay before answering.
+pub type Reply = (u16, Vec<(&'static str, String)>, Duration);
+
+type Script = dyn Fn(usize, &Received) -> Reply + Send + Sync;
+
+/// A real HTTP receiver on loopback that records every request and answers as `script`
+/// says (given the 0-based request number and the request).
+#[derive(Clone)]
+pub struct Receiver {
+    pub url: String,
+    pub got: Arc<std::sync::Mutex<Vec<Received>>>,
+    script: Arc<std::sync::Mutex<Arc<Script>>>,
+}
+
+impl Receiver {
+    pub async fn start(
+        script: impl Fn(usize, &Received) -> Reply + Send + Sync + 'static,
+    ) -> Receiver {
+        let got: Arc<std::sync::Mutex<Vec<Received>>> = Arc::default();
+        let script: Arc<std::sync::Mutex<Arc<Script>>> =
+            Arc::new(std::sync::Mutex::new(Arc::new(script)));
+        let (g, s) = (got.clone(), script.clone());
+        let app = axum::Router::new().fallback(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let (g, s) = (g.clone(), s.clone());
+                async move {
+                    let r = Received {
+                        headers,
+                        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+                        at: std::time::Instant::now(),
+                    };
+                    let n = {
+                        let mut g = g.lock().unwrap();
+                        g.push(r.clone());
+                        g.len() - 1
+                    };
+                    let script = s.lock().unwrap().clone();
+                    let (status, headers, delay) = script(n, &r);
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    let mut resp = axum::response::Response::builder().status(status);
+                    for (k, v) in headers {
+                        resp = resp.header(k, v);
+                    }
+                    resp.body(axum::body::Body::from("{\"ok\":true}")).unwrap()
+                }
+            },
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Receiver {
+            url: format!("http://{addr}/in"),
+            got,
+            script,
+        }
+    }
+
+    /// Answers 200 at once.
+    pub async fn ok() -> Receiver {
+        Receiver::start(|_, _| (200, vec![], Duration::ZERO)).await
+    }
+
+    pub fn set(&self, script: impl Fn(usize, &Received) -> Reply + Send + Sync + 'static) {
+        *self.script.lock().unwrap() = Arc::new(script);
+    }
+
+    pub fn count(&self) -> usize {
+        self.got.lock().unwrap().len()
+    }
+
+    pub fn requests(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+
+    pub async fn wait_count(&self, n: usize) -> Vec<Received> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.count() >= n {
+                return self.requests();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "receiver got {} of {n} requests",
+                self.count()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// A structured CloudEvent.
+pub fn ce(source: &str, id: &str, ty: &str, data: Value) -> Value {
+    serde_json::json!({"specversion": "1.0", "id": id, "source": source, "type": ty, "data": data})
 }
