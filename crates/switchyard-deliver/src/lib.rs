@@ -25,7 +25,7 @@ use destination::{Destination, HttpDestination, Outbound, Outcome};
 use gate::{Admit, Circuit, CircuitState, Limiter, PriorityGate};
 use serde::Serialize;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use switchyard_core::config::DeliveryConfig;
 use switchyard_core::delivery::{ErrorClass, Lane, Next, idempotency_key, trace_id};
@@ -55,6 +55,24 @@ struct LaneState {
     slots: Arc<Semaphore>,
     concurrency: usize,
     wake: Notify,
+    /// Attempts running now.
+    active: AtomicUsize,
+}
+
+/// Counts an attempt as running in its lane while alive.
+struct Active<'a>(&'a AtomicUsize);
+
+impl<'a> Active<'a> {
+    fn new(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::Relaxed);
+        Active(n)
+    }
+}
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Why a delivery is sent apart from the lanes' normal claims.
@@ -116,6 +134,7 @@ pub struct DestinationStatus {
 pub struct LaneStatus {
     pub lane: Lane,
     pub concurrency: usize,
+    /// Deliveries of this lane being attempted (or waiting for a destination slot) now.
     pub in_flight: usize,
 }
 
@@ -164,6 +183,7 @@ impl Engine {
                 slots: Arc::new(Semaphore::new(n)),
                 concurrency: n,
                 wake: Notify::new(),
+                active: AtomicUsize::new(0),
             }
         };
         Ok(Engine(Arc::new(Inner {
@@ -374,7 +394,7 @@ impl Engine {
                 LaneStatus {
                     lane: l,
                     concurrency: s.concurrency,
-                    in_flight: s.concurrency - s.slots.available_permits(),
+                    in_flight: s.active.load(Ordering::Relaxed),
                 }
             })
             .collect()
@@ -529,6 +549,7 @@ impl Inner {
         _slot: OwnedSemaphorePermit,
         probe: Option<Probe>,
     ) {
+        let _active = Active::new(&self.lanes[d.lane.rank() as usize].active);
         let labels = [
             ("flow", d.flow.clone()),
             ("destination", d.destination.clone()),
