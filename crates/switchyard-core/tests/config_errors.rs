@@ -354,3 +354,40 @@ password = \"env:PATH\"
 ";
     insta::assert_snapshot!(errors(text, &[]));
 }
+
+#[test]
+fn broken_flows_are_reported_with_their_lines() {
+    let text = r#"[[destinations]]
+name = "wms"
+url = "http://127.0.0.1:9/in"
+auth = { type = "bearer", token = "env:SWITCHYARD_TEST_SECRET_THAT_IS_NEVER_SET_9F2C" }
+
+[[flows]]
+name = "orders"
+destination = "wmss"
+match = { type = ["order.*"], filter = ".data.total >" }
+map = "{order: .data.id"
+schema = { type = "objekt" }
+ordering = { key = ".data.id", on_failure = "hold" }
+
+[[flows]]
+name = "order-updates"
+destination = "wms"
+priority = "urgent"
+match = { type = ["order.updated"] }
+ordering = { key = ".data.id", on_failure = "dead-letter" }
+
+[[flows]]
+name = "stock"
+destination = "wms"
+match = { type = ["stock.*"] }
+ordering = { key = ".data.sku", on_failure = "hold" }
+
+[[flows]]
+name = "stock-2"
+destination = "wms"
+match = { type = ["stock.moved"] }
+ordering = { key = ".data.sku", on_failure = "dead-letter" }
+"#;
+    insta::assert_snapshot!(errors(text, &[]));
+}
