@@ -573,6 +573,9 @@ impl Inner {
             return;
         };
         let Some(payload) = d.payload.clone() else {
+            if let Some(p) = probe {
+                self.cancel_probe(&d.destination, p);
+            }
             let reason =
                 "no payload to send (mapping never succeeded); replay re-routes it".to_string();
             self.record(
@@ -590,6 +593,22 @@ impl Inner {
         };
         let _gate = dest.gate.acquire(d.lane).await;
         dest.limiter.until_ready().await;
+        // The circuit may have opened, or the destination been paused, while this delivery
+        // waited: give it back untried rather than send into a known failure.
+        if probe.is_none() {
+            let now = self.clock.now();
+            let paused = self
+                .pauses
+                .lock()
+                .expect("pauses")
+                .contains_key(&d.destination);
+            if paused || dest.circuit.state(now) != CircuitState::Closed {
+                if let Err(e) = self.store.release_deliveries(vec![d.id], &self.node).await {
+                    tracing::warn!(error = %e, delivery = d.id, "cannot give a delivery back; its lease will expire");
+                }
+                return;
+            }
+        }
         // Waiting for a slot or a token may have taken a while: keep the lease comfortably
         // ahead of the request's own timeout.
         if let Some(until) = d.lease_until {
@@ -721,6 +740,10 @@ impl Inner {
                         }
                     }
                     ErrorClass::Credential => {
+                        if probe == Some(Probe::Circuit) {
+                            // the pause governs now; the circuit's probe is not spent
+                            dest.circuit.cancel_probe();
+                        }
                         let resume_after = now + dest.cooldown;
                         self.pauses.lock().expect("pauses").insert(
                             d.destination.clone(),
