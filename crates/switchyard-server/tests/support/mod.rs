@@ -44,6 +44,10 @@ pub struct Setup {
     pub flows: Option<String>,
     /// The business clock (default: system time).
     pub clock: Option<SharedClock>,
+    /// A store URL to use instead of a fresh SQLite file (e.g. a shared PostgreSQL schema).
+    pub store_url: Option<String>,
+    /// Default `test-node`.
+    pub node_id: Option<String>,
 }
 
 impl Default for Setup {
@@ -56,17 +60,22 @@ impl Default for Setup {
             sources: Sources::default(),
             flows: None,
             clock: None,
+            store_url: None,
+            node_id: None,
         }
     }
 }
 
 pub async fn start(setup: Setup) -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!(
-        "sqlite://{}{}",
-        dir.path().join("t.db").display(),
-        setup.url_params
-    );
+    let url = setup.store_url.clone().unwrap_or_else(|| {
+        format!(
+            "sqlite://{}{}",
+            dir.path().join("t.db").display(),
+            setup.url_params
+        )
+    });
+    let node = setup.node_id.clone().unwrap_or_else(|| "test-node".into());
     let store = switchyard_store::open(&url, &setup.store).await.unwrap();
     let clock: SharedClock = setup.clock.clone().unwrap_or_else(|| Arc::new(SystemClock));
     let mut tokens = Vec::new();
@@ -75,6 +84,8 @@ pub async fn start(setup: Setup) -> Server {
         ("shop", Role::Ingest),
         ("ops-viewer", Role::Viewer),
     ] {
+        // A second node on a shared store: distinct token names.
+        let name = &*format!("{name}{}", if node == "test-node" { "" } else { &node[..] });
         let secret = generate_token();
         store
             .create_token(
@@ -97,7 +108,7 @@ pub async fn start(setup: Setup) -> Server {
             max_body_bytes: setup.max_body,
             allowed_origins: setup.allowed_origins,
         },
-        "test-node",
+        &node,
     )
     .with_sources(setup.sources);
     let mut engine = None;
@@ -111,7 +122,7 @@ pub async fn start(setup: Setup) -> Server {
                 store.clone(),
                 state.clock.clone(),
                 Arc::new(flows),
-                "test-node".into(),
+                node.clone(),
                 config.delivery.clone(),
             )
             .unwrap();
@@ -123,7 +134,7 @@ pub async fn start(setup: Setup) -> Server {
     let jobs = switchyard_server::jobs::JobRunner {
         store: store.clone(),
         clock: state.clock.clone(),
-        node_id: "test-node".into(),
+        node_id: node.clone(),
         state: Some(state.clone()),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
