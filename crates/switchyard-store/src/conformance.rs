@@ -42,6 +42,7 @@ macro_rules! store_conformance_suite {
             queue_replay_and_discard_are_audited,
             queue_credential_failure_pauses_the_destination,
             queue_stats_and_backfill,
+            purging_events_takes_their_finished_deliveries,
             closed_store_refuses_writes
         );
     };
@@ -1766,4 +1767,49 @@ pub async fn queue_stats_and_backfill(store: SharedStore) {
             .await,
         Err(Error::NotFound(_))
     ));
+}
+
+pub async fn purging_events_takes_their_finished_deliveries(store: SharedStore) {
+    let ids = enqueue(
+        &store,
+        "g",
+        vec![
+            delivery("f", "d", Lane::Standard),
+            delivery("f", "d", Lane::Standard),
+        ],
+    )
+    .await;
+    let t = t0();
+    let first = store
+        .claim_deliveries(claim_req("a", Lane::Standard, 1, t))
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    store
+        .complete_attempt(result(&first, "a", AttemptNext::Delivered, t))
+        .await
+        .unwrap();
+    let second = store
+        .claim_deliveries(claim_req("a", Lane::Standard, 1, t))
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    store
+        .complete_attempt(result(&second, "a", AttemptNext::Dead("no".into()), t))
+        .await
+        .unwrap();
+    let n = store
+        .purge_events(t0() + Duration::seconds(1), &SourceScope::all(), 100)
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    assert!(store.get_delivery(first.id).await.unwrap().is_none());
+    assert!(store.list_attempts(first.id).await.unwrap().is_empty());
+    // The dead letter stays, with its payload and history, for an operator to decide.
+    let dead = store.get_delivery(second.id).await.unwrap().unwrap();
+    assert_eq!(dead.state, DeliveryState::Dead);
+    assert_eq!(store.list_attempts(second.id).await.unwrap().len(), 1);
+    assert_eq!(ids.len(), 2);
 }

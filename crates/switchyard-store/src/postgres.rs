@@ -827,15 +827,28 @@ impl Store for PgStore {
         let before = micros(before);
         let mut values = Vec::new();
         let (cond, params) = pg_scope(scope, vec![&before, &limit], &mut values);
-        c.execute(
-            &format!(
-                "DELETE FROM events WHERE seq IN (
-                    SELECT seq FROM events WHERE received_at < $1 AND {cond} ORDER BY seq LIMIT $2)"
-            ),
-            &params,
-        )
-        .await
-        .map_err(map_err)
+        // The events' finished deliveries and their attempts go with them (one statement);
+        // dead letters and pending deliveries stay (they carry their own payload).
+        let row = c
+            .query_one(
+                &format!(
+                    "WITH gone AS (
+                        DELETE FROM events WHERE seq IN (
+                            SELECT seq FROM events WHERE received_at < $1 AND {cond} ORDER BY seq LIMIT $2)
+                        RETURNING seq),
+                     finished AS (
+                        DELETE FROM deliveries WHERE event_seq IN (SELECT seq FROM gone)
+                          AND state IN ('delivered', 'filtered', 'discarded')
+                        RETURNING id),
+                     attempts AS (
+                        DELETE FROM delivery_attempts WHERE delivery_id IN (SELECT id FROM finished))
+                     SELECT COUNT(*) FROM gone"
+                ),
+                &params,
+            )
+            .await
+            .map_err(map_err)?;
+        Ok(row.get::<_, i64>(0) as u64)
     }
 
     async fn count_events_before(&self, before: DateTime<Utc>, scope: &SourceScope) -> Result<i64> {

@@ -906,13 +906,30 @@ impl Store for SqliteStore {
         let limit = limit.clamp(1, 100_000) as i64;
         let (cond, p) = sqlite_scope(scope, vec![micros(before).into(), limit.into()]);
         self.write(move |c| {
-            let sql = format!(
-                "DELETE FROM events WHERE seq IN (
-                    SELECT seq FROM events WHERE received_at < ?1 AND {cond} ORDER BY seq LIMIT ?2)"
+            // The events' finished deliveries and their attempts go with them; dead letters
+            // and pending deliveries stay (they carry their own payload).
+            let victims = format!(
+                "SELECT seq FROM events WHERE received_at < ?1 AND {cond} ORDER BY seq LIMIT ?2"
             );
-            c.execute(&sql, rusqlite::params_from_iter(p))
-                .map(|n| n as u64)
-                .map_err(map_err)
+            let finished = format!(
+                "SELECT id FROM deliveries WHERE event_seq IN ({victims}) AND state IN ('delivered', 'filtered', 'discarded')"
+            );
+            c.execute(
+                &format!("DELETE FROM delivery_attempts WHERE delivery_id IN ({finished})"),
+                rusqlite::params_from_iter(p.clone()),
+            )
+            .map_err(map_err)?;
+            c.execute(
+                &format!("DELETE FROM deliveries WHERE id IN ({finished})"),
+                rusqlite::params_from_iter(p.clone()),
+            )
+            .map_err(map_err)?;
+            c.execute(
+                &format!("DELETE FROM events WHERE seq IN ({victims})"),
+                rusqlite::params_from_iter(p),
+            )
+            .map(|n| n as u64)
+            .map_err(map_err)
         })
         .await
     }
