@@ -932,7 +932,7 @@ impl Inner {
                 .set(age);
         }
         for s in stats {
-            metrics::gauge!("switchyard_deliveries", "flow" => s.flow, "destination" => s.destination, "state" => s.state.as_str())
+            metrics::gauge!("switchyard_delivery_records", "flow" => s.flow, "destination" => s.destination, "state" => s.state.as_str())
                 .set(s.count as f64);
         }
     }
