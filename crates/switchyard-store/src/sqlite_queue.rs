@@ -191,8 +191,9 @@ pub(crate) fn claim(c: &Connection, req: &ClaimRequest) -> Result<Vec<DeliveryRe
          WHERE id IN (
            SELECT d.id FROM deliveries d
            WHERE d.lane = ?3 AND d.state IN ('scheduled', 'retry_wait') AND d.next_attempt_at <= ?4
-             -- MUTATION: ordering check removed
-             AND (d.ordering_key IS NULL OR 1=1)"
+             AND (d.ordering_key IS NULL OR NOT EXISTS (
+               SELECT 1 FROM deliveries p WHERE p.destination = d.destination AND p.ordering_key = d.ordering_key
+                 AND p.id < d.id AND {BLOCKING}))"
     );
     let mut args: Vec<rusqlite::types::Value> = vec![
         req.owner.clone().into(),
