@@ -416,6 +416,7 @@ impl Flows {
                     "host",
                 ]
                 .contains(&lower.as_str())
+                    || lower.starts_with("x-switchyard-")
                 {
                     problems.push((
                         at(&format!("headers.{name}")),

@@ -191,7 +191,8 @@ impl Destination for HttpDestination {
         &self.name
     }
 
-    async fn send(&self, out: &Outbound<'_>, now: DateTime<Utc>) -> Outcome {
+    async fn send(&self, out: &Outbound<'_>, _now: DateTime<Utc>) -> Outcome {
+        // An HTTP-date `Retry-After` is wall-clock time, read against the real clock.
         let body = match serde_json::to_vec(out.payload) {
             Ok(b) => b,
             Err(e) => {
@@ -248,7 +249,7 @@ impl Destination for HttpDestination {
             .headers()
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, now));
+            .and_then(|v| parse_retry_after(v, chrono::Utc::now()));
         let bytes = match resp.bytes().await {
             Ok(b) => b,
             Err(e) if (200..300).contains(&status) => {

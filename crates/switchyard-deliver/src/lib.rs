@@ -931,9 +931,22 @@ impl Inner {
             metrics::gauge!("switchyard_delivery_oldest_undelivered_seconds", "flow" => flow, "destination" => destination)
                 .set(age);
         }
+        // Every (flow, state) of the configured flows is set, zero included, so a state
+        // that emptied does not keep its last count.
+        let mut records: HashMap<(String, String, &'static str), i64> = HashMap::new();
+        for f in self.flows.flows() {
+            for st in DeliveryState::ALL {
+                records.insert((f.name.clone(), f.destination.clone(), st.as_str()), 0);
+            }
+        }
         for s in stats {
-            metrics::gauge!("switchyard_delivery_records", "flow" => s.flow, "destination" => s.destination, "state" => s.state.as_str())
-                .set(s.count as f64);
+            *records
+                .entry((s.flow, s.destination, s.state.as_str()))
+                .or_default() += s.count;
+        }
+        for ((flow, destination, state), n) in records {
+            metrics::gauge!("switchyard_delivery_records", "flow" => flow, "destination" => destination, "state" => state)
+                .set(n as f64);
         }
     }
 }

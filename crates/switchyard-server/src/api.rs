@@ -307,7 +307,10 @@ pub async fn create_job(
     let kind = crate::jobs::JobKind::parse(&req.kind).ok_or_else(|| {
         bad_param(
             "kind",
-            format!("unknown job kind \"{}\" (known: events.purge)", req.kind),
+            format!(
+                "unknown job kind \"{}\" (known: events.purge, flows.backfill, dlq.replay, dlq.discard)",
+                req.kind
+            ),
         )
     })?;
     if !caller.role.allows(kind.permission()) {

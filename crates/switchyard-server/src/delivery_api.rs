@@ -126,19 +126,42 @@ fn parse_id(id: &str) -> Result<i64, ApiError> {
         .map_err(|_| bad_param("id", "must be an integer"))
 }
 
-/// `GET /v1/deliveries/{id}` and `/v1/dlq/{id}`: the delivery, its attempts and its event.
+/// `GET /v1/deliveries/{id}`: the delivery, its attempts and its event.
 pub async fn get_delivery(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult {
+    show(state, headers, id, false).await
+}
+
+/// `GET /v1/dlq/{id}`: like `/v1/deliveries/{id}`, for dead letters only.
+pub async fn get_dead_letter(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult {
+    show(state, headers, id, true).await
+}
+
+async fn show(state: AppState, headers: HeaderMap, id: String, dead_only: bool) -> ApiResult {
     state.authorize(&headers, Permission::Read).await?;
     let id = parse_id(&id)?;
     let d = state
         .store
         .get_delivery(id)
         .await?
-        .ok_or_else(|| ApiError::new(Problem::NotFound, format!("no delivery {id}")))?;
+        .filter(|d| !dead_only || d.state.is_dead_letter())
+        .ok_or_else(|| {
+            ApiError::new(
+                Problem::NotFound,
+                if dead_only {
+                    format!("no dead letter {id}")
+                } else {
+                    format!("no delivery {id}")
+                },
+            )
+        })?;
     let attempts = state.store.list_attempts(id).await?;
     let event = state
         .store

@@ -1,5 +1,5 @@
-//! Server-side jobs: long operator actions (purge now; backfill and bulk replay later) that
-//! run on one node, report progress in the store, and survive the death of that node (its
+//! Server-side jobs: long operator actions (purge, backfill, bulk dead-letter replay and
+//! discard) that run on one node, report progress in the store, and survive the death of that node (its
 //! running jobs are requeued once its heartbeat is stale; every kind must be safe to run
 //! again from the start).
 //!
@@ -363,7 +363,7 @@ impl JobRunner {
             if !items.is_empty() {
                 let out = self
                     .store
-                    .insert_deliveries(items)
+                    .insert_deliveries(items, self.clock.now())
                     .await
                     .map_err(|e| e.to_string())?;
                 created += out.iter().filter(|c| c.is_some()).count() as i64;

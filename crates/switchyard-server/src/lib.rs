@@ -108,11 +108,20 @@ pub fn metrics_handle() -> PrometheusHandle {
             ];
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(
-                    Matcher::Full("switchyard_store_writer_batch_size".into()),
+                    Matcher::Full("switchyard_delivery_latency_seconds".into()),
                     &[
-                        1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+                        0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                        10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0,
                     ],
                 )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("switchyard_store_writer_batch_size".into()),
+                        &[
+                            1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+                        ],
+                    )
+                })
                 .and_then(|b| {
                     b.set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency)
                 })
@@ -239,7 +248,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/deliveries", get(delivery_api::list_deliveries))
         .route("/v1/deliveries/{id}", get(delivery_api::get_delivery))
         .route("/v1/dlq", get(delivery_api::list_dlq))
-        .route("/v1/dlq/{id}", get(delivery_api::get_delivery))
+        .route("/v1/dlq/{id}", get(delivery_api::get_dead_letter))
         .route(
             "/v1/dlq/{id}/replay",
             axum::routing::post(delivery_api::replay_dlq),

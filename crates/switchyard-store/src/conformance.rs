@@ -1589,6 +1589,11 @@ pub async fn queue_replay_and_discard_are_audited(store: SharedStore) {
     assert_eq!(r.attempts, 0);
     assert_eq!(r.payload, Some(edited.clone()));
     assert_eq!(r.next_attempt_at, Some(t + Duration::seconds(1)));
+    assert_eq!(
+        r.created_at,
+        t + Duration::seconds(1),
+        "a replay's age starts anew"
+    );
     assert!(r.last_error.is_none());
     // It is due again and carries its generation.
     let again = store
@@ -1747,10 +1752,13 @@ pub async fn queue_stats_and_backfill(store: SharedStore) {
     // Backfill: the same (event, flow) is left alone; a new flow gets a delivery.
     let seq = store.get_delivery(ids[0]).await.unwrap().unwrap().event_seq;
     let out = store
-        .insert_deliveries(vec![
-            (seq, delivery("f", "d", Lane::Standard)),
-            (seq, delivery("g", "d", Lane::Bulk)),
-        ])
+        .insert_deliveries(
+            vec![
+                (seq, delivery("f", "d", Lane::Standard)),
+                (seq, delivery("g", "d", Lane::Bulk)),
+            ],
+            t + Duration::hours(1),
+        )
         .await
         .unwrap();
     assert!(out[0].is_none());
@@ -1763,7 +1771,7 @@ pub async fn queue_stats_and_backfill(store: SharedStore) {
     );
     assert!(matches!(
         store
-            .insert_deliveries(vec![(987_654, delivery("g", "d", Lane::Bulk))])
+            .insert_deliveries(vec![(987_654, delivery("g", "d", Lane::Bulk))], t)
             .await,
         Err(Error::NotFound(_))
     ));

@@ -590,11 +590,13 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- the delivery queue ----
 
-    /// Creates deliveries for stored events (a backfill); a delivery already existing for
-    /// the same (event, flow) is left alone (`None`).
+    /// Creates deliveries for stored events (a backfill), created at `now` (their retry
+    /// age counts from then); a delivery already existing for the same (event, flow) is
+    /// left alone (`None`).
     async fn insert_deliveries(
         &self,
         items: Vec<(i64, NewDelivery)>,
+        now: DateTime<Utc>,
     ) -> Result<Vec<Option<CreatedDelivery>>>;
 
     /// Leases up to `limit` due deliveries of one lane to `owner` (each to one owner only;

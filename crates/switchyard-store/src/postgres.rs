@@ -537,6 +537,7 @@ async fn append_tx(
                 id: &e.event.id,
                 ty: &e.event.ty,
                 received: micros(e.received_at),
+                created: micros(e.received_at),
                 delivery: d,
             }));
         }
@@ -1349,13 +1350,14 @@ impl Store for PgStore {
     async fn insert_deliveries(
         &self,
         items: Vec<(i64, NewDelivery)>,
+        now: DateTime<Utc>,
     ) -> Result<Vec<Option<CreatedDelivery>>> {
         if items.is_empty() {
             return Ok(Vec::new());
         }
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(map_err)?;
-        let out = queue::backfill(&tx, &items).await?;
+        let out = queue::backfill(&tx, &items, now).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(out)
     }

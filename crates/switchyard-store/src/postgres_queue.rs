@@ -133,6 +133,8 @@ pub(crate) struct Item<'a> {
     pub id: &'a str,
     pub ty: &'a str,
     pub received: i64,
+    /// When the delivery is created: the event's reception at ingest, now for a backfill.
+    pub created: i64,
     pub delivery: &'a NewDelivery,
 }
 
@@ -204,6 +206,7 @@ pub(crate) async fn insert(
     let n = items.len();
     let mut inserted = vec![false; n];
     let mut leased = vec![false; n];
+    let mut created: Vec<i64> = Vec::with_capacity(n);
     let (mut seq, mut source, mut eid, mut ty, mut received) = (
         Vec::with_capacity(n),
         Vec::with_capacity(n),
@@ -274,7 +277,8 @@ pub(crate) async fn insert(
         state.push(st.as_str());
         payload.push(d.payload.as_ref().map(|p| p.to_string()));
         trace.push(d.traceparent.as_deref());
-        next.push((d.state == DeliveryState::Scheduled).then_some(it.received));
+        next.push((d.state == DeliveryState::Scheduled).then_some(it.created));
+        created.push(it.created);
         owner.push(lease.map(|l| l.owner.as_str()));
         until.push(lease.map(|l| micros(l.until)));
         class.push(initial_class(d.state));
@@ -286,19 +290,19 @@ pub(crate) async fn insert(
         let stmt = c
             .prepare_cached(
                 "INSERT INTO deliveries (event_seq, event_source, event_id, event_type, received_at, flow, flow_version, destination, lane, ordering_key, hold_on_dead, state, payload, traceparent, created_at, updated_at, next_attempt_at, lease_owner, lease_until, error_class, last_error, error_detail)
-                 SELECT u.seq, u.source, u.eid, u.ty, u.received, u.flow, u.version, u.dest, u.lane, u.okey, u.hold, u.state, u.payload, u.trace, u.received, u.received, u.next, u.owner, u.until, u.class, u.error, u.detail
+                 SELECT u.seq, u.source, u.eid, u.ty, u.received, u.flow, u.version, u.dest, u.lane, u.okey, u.hold, u.state, u.payload, u.trace, u.created, u.created, u.next, u.owner, u.until, u.class, u.error, u.detail
                  FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[], $9::int2[], $10::text[],
-                             $11::bool[], $12::text[], $13::text[], $14::text[], $15::bigint[], $16::text[], $17::bigint[], $18::text[], $19::text[], $20::text[])
-                      WITH ORDINALITY AS u(seq, source, eid, ty, received, flow, version, dest, lane, okey, hold, state, payload, trace, next, owner, until, class, error, detail, ord)
+                             $11::bool[], $12::text[], $13::text[], $14::text[], $15::bigint[], $16::text[], $17::bigint[], $18::text[], $19::text[], $20::text[], $21::bigint[])
+                      WITH ORDINALITY AS u(seq, source, eid, ty, received, flow, version, dest, lane, okey, hold, state, payload, trace, next, owner, until, class, error, detail, created, ord)
                  ORDER BY u.ord
                  ON CONFLICT (event_seq, flow) DO NOTHING
                  RETURNING id, event_seq, flow",
             )
             .await
             .map_err(map_err)?;
-        let params: [&(dyn ToSql + Sync); 20] = [
+        let params: [&(dyn ToSql + Sync); 21] = [
             &seq, &source, &eid, &ty, &received, &flow, &version, &dest, &lane, &okey, &hold,
-            &state, &payload, &trace, &next, &owner, &until, &class, &error, &detail,
+            &state, &payload, &trace, &next, &owner, &until, &class, &error, &detail, &created,
         ];
         let rows = c.query(&stmt, &params).await.map_err(map_err)?;
         ids.extend(rows.iter().map(|r| ((r.get(1), r.get(2)), r.get(0))));
@@ -324,6 +328,7 @@ pub(crate) async fn insert(
 pub(crate) async fn backfill(
     c: &impl GenericClient,
     items: &[(i64, NewDelivery)],
+    now: DateTime<Utc>,
 ) -> Result<Vec<Option<CreatedDelivery>>> {
     lock_keys(c, items.iter().map(|(_, d)| d)).await?;
     let seqs: Vec<i64> = items.iter().map(|(s, _)| *s).collect();
@@ -349,6 +354,7 @@ pub(crate) async fn backfill(
             id,
             ty,
             received: *received,
+            created: micros(now),
             delivery: d,
         });
     }
@@ -689,7 +695,7 @@ pub(crate) async fn replay(c: &impl GenericClient, r: &Replay) -> Result<Deliver
             &format!(
                 "UPDATE deliveries SET state = $2, payload = $3, flow_version = COALESCE($4, flow_version), ordering_key = $5,
                      generation = generation + 1, attempts = 0, next_attempt_at = $6, delivered_at = NULL,
-                     lease_owner = NULL, lease_until = NULL, updated_at = $7, error_class = $8, last_error = $9,
+                     lease_owner = NULL, lease_until = NULL, updated_at = $7, created_at = $7, error_class = $8, last_error = $9,
                      last_status = NULL, error_detail = $10
                  WHERE id = $1 RETURNING {COLS}"
             ),

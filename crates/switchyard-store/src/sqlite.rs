@@ -630,6 +630,7 @@ fn insert_events(
                     id: &ev.id,
                     ty: &ev.ty,
                     received: micros(e.received_at),
+                    created: micros(e.received_at),
                 };
                 let mut created = Vec::with_capacity(e.deliveries.len());
                 for d in &e.deliveries {
@@ -1499,6 +1500,7 @@ impl Store for SqliteStore {
     async fn insert_deliveries(
         &self,
         items: Vec<(i64, NewDelivery)>,
+        now: DateTime<Utc>,
     ) -> Result<Vec<Option<CreatedDelivery>>> {
         self.write(move |c| {
             let mut out = Vec::with_capacity(items.len());
@@ -1511,6 +1513,7 @@ impl Store for SqliteStore {
                     id: &id,
                     ty: &ty,
                     received,
+                    created: micros(now),
                 };
                 out.push(queue::insert(c, *seq, &attrs, d)?);
             }

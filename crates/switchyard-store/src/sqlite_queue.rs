@@ -91,6 +91,8 @@ pub(crate) struct EventAttrs<'a> {
     pub id: &'a str,
     pub ty: &'a str,
     pub received: i64,
+    /// When the delivery is created: the event's reception at ingest, now for a backfill.
+    pub created: i64,
 }
 
 /// Reads the attributes of stored event `seq` (a backfill).
@@ -112,7 +114,7 @@ pub(crate) fn insert(
     ev: &EventAttrs,
     d: &NewDelivery,
 ) -> Result<Option<CreatedDelivery>> {
-    let (source, id, ty, received) = (ev.source, ev.id, ev.ty, ev.received);
+    let (source, id, ty, received, created) = (ev.source, ev.id, ev.ty, ev.received, ev.created);
     let blocked = match &d.ordering_key {
         Some(key) if d.lease.is_some() => c
             .prepare_cached(&format!(
@@ -131,7 +133,7 @@ pub(crate) fn insert(
     } else {
         d.state
     };
-    let next = (d.state == DeliveryState::Scheduled).then_some(received);
+    let next = (d.state == DeliveryState::Scheduled).then_some(created);
     let class = match d.state {
         DeliveryState::MappingFailed => Some(ErrorClass::Mapping.as_str()),
         DeliveryState::Invalid => Some(ErrorClass::Invalid.as_str()),
@@ -140,7 +142,7 @@ pub(crate) fn insert(
     let id: Option<i64> = c
         .prepare_cached(
             "INSERT INTO deliveries (event_seq, event_source, event_id, event_type, received_at, flow, flow_version, destination, lane, ordering_key, hold_on_dead, state, payload, traceparent, created_at, updated_at, next_attempt_at, lease_owner, lease_until, error_class, last_error, error_detail)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?5, ?5, ?15, ?16, ?17, ?18, ?19, ?20)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?21, ?21, ?15, ?16, ?17, ?18, ?19, ?20)
              ON CONFLICT (event_seq, flow) DO NOTHING RETURNING id",
         )
         .and_then(|mut s| {
@@ -166,6 +168,7 @@ pub(crate) fn insert(
                     class,
                     d.error,
                     d.error_detail.as_ref().map(|v| v.to_string()),
+                    created,
                 ],
                 |r| r.get(0),
             )
@@ -497,7 +500,7 @@ pub(crate) fn replay(
     c.execute(
         "UPDATE deliveries SET state = ?2, payload = ?3, flow_version = COALESCE(?4, flow_version), ordering_key = ?5,
              generation = generation + 1, attempts = 0, next_attempt_at = ?6, delivered_at = NULL,
-             lease_owner = NULL, lease_until = NULL, updated_at = ?7, error_class = ?8, last_error = ?9,
+             lease_owner = NULL, lease_until = NULL, updated_at = ?7, created_at = ?7, error_class = ?8, last_error = ?9,
              last_status = NULL, error_detail = ?10
          WHERE id = ?1",
         params![
