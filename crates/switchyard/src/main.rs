@@ -1,5 +1,6 @@
 //! The `switchyard` binary: the CLI and the wiring of every part. Commands that operate a
-//! running server (`events`, `jobs`, `token list|revoke`) are HTTP clients of it; only
+//! running server (`events`, `jobs`, `dlq`, `backfill`, `deliveries`, `destinations`,
+//! `token list|revoke`) are HTTP clients of it; only
 //! `migrate` and `token create` (the bootstrap) open the store directly, and `check`
 //! validates everything, the store URL included, without opening anything.
 
@@ -63,6 +64,17 @@ enum Command {
     /// Follow server-side jobs (backfill, bulk replay, purge).
     #[command(subcommand)]
     Jobs(client::JobsCommand),
+    /// The dead-letter queue: list, inspect, replay (optionally edited) or discard.
+    #[command(subcommand)]
+    Dlq(client::DlqCommand),
+    /// Run a flow over events stored before it was configured (a server-side job).
+    Backfill(client::BackfillArgs),
+    /// Deliveries of the flows and their state.
+    #[command(subcommand)]
+    Deliveries(client::DeliveriesCommand),
+    /// Destinations: circuit, credential pause, slots; resume a paused one.
+    #[command(subcommand)]
+    Destinations(client::DestinationsCommand),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -233,6 +245,10 @@ async fn run(cli: Cli) -> ExitCode {
         }
         Command::Events(cmd) => client::events(cmd).await,
         Command::Jobs(cmd) => client::jobs(cmd).await,
+        Command::Dlq(cmd) => client::dlq(cmd).await,
+        Command::Backfill(args) => client::backfill(args).await,
+        Command::Deliveries(cmd) => client::deliveries(cmd).await,
+        Command::Destinations(cmd) => client::destinations(cmd).await,
         Command::Demo(args) => demo::run(args).await,
     };
     match result {

@@ -2,8 +2,11 @@
 
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub fn bin() -> &'static str {
@@ -144,6 +147,201 @@ impl Drop for Instance {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+}
+
+/// One request a [`Receiver`] got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// The `Idempotency-Key` header ("" if absent).
+    pub key: String,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: serde_json::Value,
+}
+
+struct RxShared {
+    status: AtomicU16,
+    delay_ms: AtomicU64,
+    got: Mutex<Vec<Received>>,
+    /// Requests received and not yet answered.
+    in_flight: AtomicUsize,
+}
+
+/// A delivery destination for tests: a small HTTP/1.1 server on loopback (keep-alive,
+/// `Content-Length` bodies) on its own thread and runtime, so sync and async tests can use
+/// it alike. It records every request when it arrives, then waits `delay` and answers
+/// `status`; both can be changed while it runs.
+pub struct Receiver {
+    pub url: String,
+    shared: Arc<RxShared>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Receiver {
+    pub fn start(status: u16, delay: Duration) -> Receiver {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shared = Arc::new(RxShared {
+            status: AtomicU16::new(status),
+            delay_ms: AtomicU64::new(delay.as_millis() as u64),
+            got: Mutex::new(Vec::new()),
+            in_flight: AtomicUsize::new(0),
+        });
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let sh = shared.clone();
+        std::thread::Builder::new()
+            .name("test-receiver".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                    loop {
+                        tokio::select! {
+                            _ = &mut stopped => return,
+                            a = listener.accept() => {
+                                if let Ok((sock, _)) = a {
+                                    tokio::spawn(rx_connection(sock, sh.clone()));
+                                }
+                            }
+                        }
+                    }
+                });
+            })
+            .unwrap();
+        Receiver {
+            url: format!("http://{addr}/in"),
+            shared,
+            stop: Some(stop),
+        }
+    }
+
+    pub fn set_status(&self, status: u16) {
+        self.shared.status.store(status, Ordering::SeqCst);
+    }
+
+    pub fn requests(&self) -> Vec<Received> {
+        self.shared.got.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.shared.got.lock().unwrap().len()
+    }
+
+    /// Requests received and not answered yet (waiting out the delay).
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Requests per `Idempotency-Key`.
+    pub fn by_key(&self) -> HashMap<String, usize> {
+        let mut m = HashMap::new();
+        for r in self.shared.got.lock().unwrap().iter() {
+            *m.entry(r.key.clone()).or_insert(0) += 1;
+        }
+        m
+    }
+
+    /// Polls (every 20 ms, up to `within`) until `done` holds for the requests so far.
+    pub fn wait_until(
+        &self,
+        what: &str,
+        within: Duration,
+        done: impl Fn(&[Received]) -> bool,
+    ) -> Vec<Received> {
+        let deadline = Instant::now() + within;
+        loop {
+            let got = self.requests();
+            if done(&got) {
+                return got;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "receiver: {what} not reached within {within:?} ({} requests so far)",
+                got.len()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+async fn rx_connection(sock: tokio::net::TcpStream, shared: Arc<RxShared>) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let mut r = tokio::io::BufReader::new(sock);
+    loop {
+        let mut line = String::new();
+        // request line
+        match r.read_line(&mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let mut headers = Vec::new();
+        loop {
+            line.clear();
+            match r.read_line(&mut line).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':') {
+                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+            }
+        }
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        let len: usize = header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; len];
+        if r.read_exact(&mut body).await.is_err() {
+            return;
+        }
+        let close = header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        shared.in_flight.fetch_add(1, Ordering::SeqCst);
+        shared.got.lock().unwrap().push(Received {
+            key: header("idempotency-key").unwrap_or_default(),
+            body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+            headers,
+        });
+        let delay = shared.delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        let status = shared.status.load(Ordering::SeqCst);
+        let text = if status < 300 {
+            "{\"ok\":true}"
+        } else {
+            "{\"ok\":false}"
+        };
+        let resp = format!(
+            "HTTP/1.1 {status} Test\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{text}",
+            text.len()
+        );
+        let written = r.get_mut().write_all(resp.as_bytes()).await;
+        shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if written.is_err() || close {
+            return;
         }
     }
 }
