@@ -96,6 +96,11 @@ struct Inner {
     cancel: CancellationToken,
     tracker: TaskTracker,
     started: AtomicBool,
+    /// Numbers lease owner tokens (`node#n`): one per claim or hand-off.
+    claims: std::sync::atomic::AtomicU64,
+    /// The lease a claim takes: `[delivery].lease_seconds`, at least the slowest
+    /// destination's timeouts plus a margin, so an attempt rarely has to extend it.
+    lease: Duration,
 }
 
 /// The engine; cheap to clone.
@@ -177,6 +182,14 @@ impl Engine {
                 }),
             );
         }
+        let slowest = flows
+            .destinations()
+            .iter()
+            .map(|d| d.config.timeout_ms + d.config.connect_timeout_ms)
+            .max()
+            .unwrap_or(0);
+        let lease = Duration::seconds(config.lease_seconds as i64)
+            .max(Duration::milliseconds(slowest as i64) + Duration::seconds(10));
         let lane = |l: Lane| {
             let n = config.lanes.of(l).max(1) as usize;
             LaneState {
@@ -198,6 +211,8 @@ impl Engine {
             cancel: CancellationToken::new(),
             tracker: TaskTracker::new(),
             started: AtomicBool::new(false),
+            claims: std::sync::atomic::AtomicU64::new(0),
+            lease,
         })))
     }
 
@@ -257,7 +272,7 @@ impl Engine {
                     .try_acquire_owned()
             {
                 d.lease = Some(LeaseRequest {
-                    owner: inner.node.clone(),
+                    owner: inner.owner_token(),
                     until: Utc::now() + inner.lease(),
                 });
                 slot = Some(p);
@@ -314,8 +329,8 @@ impl Engine {
                         updated_at: received_at,
                         next_attempt_at: Some(received_at),
                         delivered_at: None,
-                        lease_owner: Some(inner.node.clone()),
-                        lease_until: d.lease.map(|l| l.until),
+                        lease_until: d.lease.as_ref().map(|l| l.until),
+                        lease_owner: d.lease.map(|l| l.owner),
                         error_class: None,
                         last_error: None,
                         last_status: None,
@@ -403,7 +418,13 @@ impl Engine {
 
 impl Inner {
     fn lease(&self) -> Duration {
-        Duration::seconds(self.config.lease_seconds as i64)
+        self.lease
+    }
+
+    /// A fresh lease owner token for this node.
+    fn owner_token(&self) -> String {
+        let n = self.claims.fetch_add(1, Ordering::Relaxed);
+        format!("{}#{n}", self.node)
     }
 
     /// Whether a new delivery to `destination` may be started at once (not paused, circuit
@@ -523,7 +544,7 @@ impl Inner {
     ) -> Vec<DeliveryRecord> {
         let real_now = Utc::now();
         let req = ClaimRequest {
-            owner: self.node.clone(),
+            owner: self.owner_token(),
             lane,
             limit,
             now,
@@ -591,6 +612,7 @@ impl Inner {
             .await;
             return;
         };
+        let owner = d.lease_owner.as_deref().unwrap_or_default();
         let _gate = dest.gate.acquire(d.lane).await;
         dest.limiter.until_ready().await;
         // The circuit may have opened, or the destination been paused, while this delivery
@@ -603,7 +625,7 @@ impl Inner {
                 .expect("pauses")
                 .contains_key(&d.destination);
             if paused || dest.circuit.state(now) != CircuitState::Closed {
-                if let Err(e) = self.store.release_deliveries(vec![d.id], &self.node).await {
+                if let Err(e) = self.store.release_deliveries(vec![d.id], owner).await {
                     tracing::warn!(error = %e, delivery = d.id, "cannot give a delivery back; its lease will expire");
                 }
                 return;
@@ -618,14 +640,14 @@ impl Inner {
             if until < need {
                 match self
                     .store
-                    .extend_delivery_lease(d.id, &self.node, need + self.lease())
+                    .extend_delivery_lease(d.id, owner, need + self.lease())
                     .await
                 {
                     Ok(true) => {}
                     Ok(false) => {
                         tracing::debug!(
                             delivery = d.id,
-                            "lease lost while waiting; another node has it"
+                            "lease lost while waiting; the delivery was claimed again"
                         );
                         if let Some(p) = probe {
                             self.cancel_probe(&d.destination, p);
@@ -817,7 +839,8 @@ impl Inner {
         let now = self.clock.now();
         let result = AttemptResult {
             delivery_id: d.id,
-            owner: self.node.clone(),
+            owner: d.lease_owner.clone().unwrap_or_default(),
+            node: self.node.clone(),
             generation: d.generation,
             started_at: started.unwrap_or(now),
             duration_ms: elapsed * 1000.0,
@@ -835,7 +858,7 @@ impl Inner {
                 Ok(false) => {
                     tracing::info!(
                         delivery = d.id,
-                        "attempt recorded, but the lease had passed to another node"
+                        "attempt recorded, but the lease had passed on (expired and claimed again)"
                     );
                     return;
                 }

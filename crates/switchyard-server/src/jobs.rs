@@ -70,7 +70,7 @@ impl JobKind {
             JobKind::FlowsBackfill => BackfillParams::from_json(params).map(|_| ()),
             JobKind::DlqReplay | JobKind::DlqDiscard => {
                 let p = BulkParams::from_json(params)?;
-                p.filter.filter(true)?;
+                p.dead_letters()?;
                 if p.reason.trim().is_empty() {
                     return Err(params_error("reason", "say why"));
                 }
@@ -153,6 +153,14 @@ pub struct BulkParams {
 }
 
 impl BulkParams {
+    /// The filter over dead letters (its `after` and `limit` do not apply to a bulk job).
+    fn dead_letters(&self) -> Result<switchyard_store::DeliveryFilter, ApiError> {
+        let mut q = self.filter.clone();
+        q.after = None;
+        q.limit = None;
+        q.filter(true)
+    }
+
     fn from_json(v: &serde_json::Value) -> Result<BulkParams, ApiError> {
         serde_json::from_value(v.clone()).map_err(|e| {
             params_error(
@@ -387,7 +395,7 @@ impl JobRunner {
     ) -> Result<Option<String>, String> {
         let p = BulkParams::from_json(&job.params).map_err(|e| e.detail)?;
         let state = self.app()?;
-        let mut filter = p.filter.filter(true).map_err(|e| e.detail)?;
+        let mut filter = p.dead_letters().map_err(|e| e.detail)?;
         filter.limit = BATCH;
         filter.after = 0;
         // Snapshot the matching ids first: replayed letters leave the queue and may come

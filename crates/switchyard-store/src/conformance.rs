@@ -1113,6 +1113,7 @@ fn result(d: &DeliveryRecord, owner: &str, next: AttemptNext, now: DateTime<Utc>
     AttemptResult {
         delivery_id: d.id,
         owner: owner.into(),
+        node: owner.into(),
         generation: d.generation,
         started_at: now,
         duration_ms: 1.5,

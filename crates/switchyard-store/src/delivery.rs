@@ -199,8 +199,11 @@ pub enum AttemptNext {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttemptResult {
     pub delivery_id: i64,
-    /// The lease holder; the state changes only while it still holds the lease.
+    /// The lease holder (the claim's owner token); the state changes only while it still
+    /// holds the lease.
     pub owner: String,
+    /// The node that made the attempt (recorded with it).
+    pub node: String,
     pub generation: i64,
     pub started_at: DateTime<Utc>,
     pub duration_ms: f64,
@@ -217,6 +220,9 @@ pub struct AttemptResult {
 /// Claim due deliveries of one lane for `owner`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClaimRequest {
+    /// The lease owner written on the claimed deliveries. The engine makes it unique per
+    /// claim (`node#n`), so a delivery claimed again by the same node after its lease
+    /// expired cannot be extended or completed by the earlier, stale holder.
     pub owner: String,
     pub lane: Lane,
     pub limit: usize,

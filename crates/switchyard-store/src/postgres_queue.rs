@@ -452,7 +452,7 @@ pub(crate) async fn complete(c: &impl GenericClient, r: &AttemptResult) -> Resul
             &r.delivery_id,
             &r.generation,
             &attempt,
-            &r.owner,
+            &r.node,
             &micros(r.started_at),
             &((r.duration_ms * 1000.0) as i64),
             &outcome,

@@ -255,7 +255,7 @@ pub(crate) fn complete(c: &Connection, r: &AttemptResult) -> Result<bool> {
             r.delivery_id,
             r.generation,
             attempt,
-            r.owner,
+            r.node,
             micros(r.started_at),
             (r.duration_ms * 1000.0) as i64,
             outcome,
