@@ -62,6 +62,7 @@ fn delivered(d: &DeliveryRecord, owner: &str) -> AttemptResult {
     AttemptResult {
         delivery_id: d.id,
         owner: owner.into(),
+        node: owner.into(),
         generation: d.generation,
         started_at: now,
         duration_ms: 1.0,
