@@ -580,17 +580,7 @@ impl Inner {
                 "destination \"{}\" is no longer configured; replay after adding it back",
                 d.destination
             );
-            self.record(
-                &d,
-                None,
-                0.0,
-                None,
-                None,
-                Some(ErrorClass::Permanent),
-                Some(reason.clone()),
-                AttemptNext::Dead(reason),
-            )
-            .await;
+            self.dead_untried(&d, ErrorClass::Permanent, reason).await;
             return;
         };
         let Some(payload) = d.payload.clone() else {
@@ -599,17 +589,7 @@ impl Inner {
             }
             let reason =
                 "no payload to send (mapping never succeeded); replay re-routes it".to_string();
-            self.record(
-                &d,
-                None,
-                0.0,
-                None,
-                None,
-                Some(ErrorClass::Mapping),
-                Some(reason.clone()),
-                AttemptNext::Dead(reason),
-            )
-            .await;
+            self.dead_untried(&d, ErrorClass::Mapping, reason).await;
             return;
         };
         let owner = d.lease_owner.as_deref().unwrap_or_default();
@@ -814,6 +794,24 @@ impl Inner {
         if d.ordering_key.is_some() {
             self.lanes[d.lane.rank() as usize].wake.notify_one();
         }
+    }
+
+    /// Dead-letters a delivery that cannot even be attempted (recorded as an attempt that
+    /// sent nothing).
+    async fn dead_untried(&self, d: &DeliveryRecord, class: ErrorClass, reason: String) {
+        metrics::counter!("switchyard_dead_letters_total", "flow" => d.flow.clone(), "destination" => d.destination.clone(), "class" => class.as_str())
+            .increment(1);
+        self.record(
+            d,
+            None,
+            0.0,
+            None,
+            None,
+            Some(class),
+            Some(reason.clone()),
+            AttemptNext::Dead(reason),
+        )
+        .await;
     }
 
     fn wake_all(&self) {
