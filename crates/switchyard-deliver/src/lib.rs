@@ -593,7 +593,7 @@ impl Inner {
             return;
         };
         let owner = d.lease_owner.as_deref().unwrap_or_default();
-        let _gate = dest.gate.acquire(d.lane).await;
+        let gate = dest.gate.acquire(d.lane).await;
         dest.limiter.until_ready().await;
         // The circuit may have opened, or the destination been paused, while this delivery
         // waited: give it back untried rather than send into a known failure.
@@ -662,6 +662,9 @@ impl Inner {
         let started_real = std::time::Instant::now();
         let started = self.clock.now();
         let outcome = dest.sender.send(&out, started).await;
+        // The request is over: its destination slot is free for the next one while the
+        // result commits (the lane slot is held until then).
+        drop(gate);
         let elapsed = started_real.elapsed().as_secs_f64();
         metrics::histogram!("switchyard_delivery_attempt_seconds", &labels).record(elapsed);
         let now = self.clock.now();
