@@ -8,6 +8,11 @@
 //! filesystem, and the server's resident memory after N events.
 //!
 //!     cargo run --release --bin switchyard-bench -- --backend both
+//!
+//! With `--e2e` it measures ingest → delivery instead (see `bench/e2e.rs`): a receiver in
+//! this process is the one destination, and every event carries its send time.
+//!
+//!     cargo run --release --bin switchyard-bench -- --e2e
 
 use anyhow::{Context, bail};
 use clap::Parser;
@@ -19,8 +24,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+// In a directory of its own, so Cargo does not take it for another binary.
+#[path = "bench/e2e.rs"]
+mod e2e;
+
 #[derive(Parser, Debug)]
-#[command(about = "Ingest benchmark of the real switchyard binary over loopback HTTP")]
+#[command(
+    about = "Ingest (or, with --e2e, ingest → delivery) benchmark of the real switchyard binary over loopback HTTP"
+)]
 struct Args {
     /// sqlite, postgres or both.
     #[arg(long, default_value = "sqlite")]
@@ -44,12 +55,49 @@ struct Args {
         default_value = "postgres://postgres@127.0.0.1:5432/test"
     )]
     pg_url: String,
+    /// End to end instead: ingest → delivery to a receiver in this process (`bench/e2e.rs`).
+    #[arg(long)]
+    e2e: bool,
+    /// End to end: offered rates (events/s, open loop), one measurement each.
+    #[arg(long, value_delimiter = ',', default_value = "1000,5000")]
+    rates: Vec<u64>,
+    /// End to end: seconds each rate is offered (after a 2 s warm-up).
+    #[arg(long, default_value_t = 10)]
+    e2e_seconds: u64,
+    /// End to end: senders of the closed-loop maximum-rate run (0 = skip it).
+    #[arg(long, default_value_t = 32)]
+    max_concurrency: usize,
+    /// End to end: the flow's priority lane.
+    #[arg(long, default_value = "critical")]
+    priority: String,
+    /// End to end: events/s offered to the overload case, where the receiver is slow
+    /// (0 = skip it).
+    #[arg(long, default_value_t = 5000)]
+    overload_rate: u64,
+    /// End to end, overload: the receiver answers after this many milliseconds...
+    #[arg(long, default_value_t = 20)]
+    slow_ms: u64,
+    /// ...and the destination allows this many requests in flight (capacity ≈
+    /// concurrency × 1000 / slow_ms deliveries/s).
+    #[arg(long, default_value_t = 20)]
+    slow_concurrency: u32,
+    /// End to end: requests in flight to the receiver (the destination's `concurrency`) in
+    /// the runs at offered rates and the maximum-rate run.
+    #[arg(long, default_value_t = 16)]
+    dest_concurrency: u32,
+    /// End to end: write every delivery (event number, sent and received ms after the run's
+    /// start, latency ms) to DIR/run-N.csv.
+    #[arg(long)]
+    dump: Option<PathBuf>,
 }
 
 struct Server {
     child: Child,
     base: String,
+    /// Role `ingest`.
     token: String,
+    /// Role `viewer` (reads deliveries and flows).
+    read_token: String,
 }
 
 impl Drop for Server {
@@ -82,23 +130,12 @@ source = "https://shop.example.com/bench"
 keys = { shop_order = ".subject", customer = ".data.customer", order = ".data.order" }
 "#;
 
-fn start_server(dir: &Path, store_url: &str, keys: bool) -> anyhow::Result<Server> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let config = dir.join("bench.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n[store]\nurl = \"{store_url}\"\npool_size = 16\nwriter_queue = 8192\n[log]\nlevel = \"warn\"\n{}",
-            if keys { KEYS_SOURCE } else { "" }
-        ),
-    )?;
-    let bin = sibling("switchyard")?;
-    let out = Command::new(&bin)
+fn token_create(bin: &Path, config: &Path, role: &str) -> anyhow::Result<String> {
+    let out = Command::new(bin)
         .args(["--config"])
-        .arg(&config)
-        .args(["token", "create", "--role", "ingest", "--name", "bench"])
+        .arg(config)
+        .args(["token", "create", "--role", role, "--name"])
+        .arg(format!("bench-{role}"))
         .output()?;
     if !out.status.success() {
         bail!(
@@ -106,7 +143,25 @@ fn start_server(dir: &Path, store_url: &str, keys: bool) -> anyhow::Result<Serve
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let token = String::from_utf8(out.stdout)?.trim().to_string();
+    Ok(String::from_utf8(out.stdout)?.trim().to_string())
+}
+
+/// Starts `switchyard serve` on `store_url` with `extra` appended to its configuration
+/// (sources, destinations, flows), after creating its tokens.
+fn start_server(dir: &Path, store_url: &str, extra: &str) -> anyhow::Result<Server> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let config = dir.join("bench.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[store]\nurl = \"{store_url}\"\npool_size = 16\nwriter_queue = 8192\n[log]\nlevel = \"warn\"\n{extra}"
+        ),
+    )?;
+    let bin = sibling("switchyard")?;
+    let token = token_create(&bin, &config, "ingest")?;
+    let read_token = token_create(&bin, &config, "viewer")?;
     let child = Command::new(&bin)
         .arg("--config")
         .arg(&config)
@@ -134,7 +189,12 @@ fn start_server(dir: &Path, store_url: &str, keys: bool) -> anyhow::Result<Serve
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Ok(Server { child, base, token })
+    Ok(Server {
+        child,
+        base,
+        token,
+        read_token,
+    })
 }
 
 /// Raw fsync rate of the filesystem holding `dir`: 4 KiB write + fdatasync, for 2 s.
@@ -161,15 +221,41 @@ fn fsync_rate(dir: &Path) -> anyhow::Result<f64> {
 
 /// User + system CPU seconds of a process, from /proc.
 fn cpu_seconds(pid: u32) -> f64 {
+    let (user, system) = cpu_split(pid);
+    user + system
+}
+
+/// User and system CPU seconds of a process, from /proc.
+fn cpu_split(pid: u32) -> (f64, f64) {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
+        return (0.0, 0.0);
     };
     let after = stat.rsplit(')').next().unwrap_or("");
     let f: Vec<&str> = after.split_whitespace().collect();
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let ut: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
     let st: f64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    (ut + st) / ticks
+    (ut / ticks, st / ticks)
+}
+
+/// CPU seconds the whole machine was busy (all cores, every process), from /proc/stat.
+fn machine_busy_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return 0.0;
+    };
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return 0.0;
+    };
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal …: busy = all but idle and iowait
+    let total: f64 = v.iter().take(8).sum();
+    let idle = v.get(3).copied().unwrap_or(0.0) + v.get(4).copied().unwrap_or(0.0);
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (total - idle) / ticks
 }
 
 fn rss_mib(pid: u32) -> f64 {
@@ -285,15 +371,11 @@ fn pct(sorted: &[u32], p: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
-async fn bench_backend(args: &Args, backend: &str) -> anyhow::Result<()> {
-    let dir = tempfile::Builder::new()
-        .prefix("switchyard-bench-")
-        .tempdir()?;
-    let (url, schema) = match backend {
-        "sqlite" => (
-            format!("sqlite://{}", dir.path().join("bench.db").display()),
-            None,
-        ),
+/// A fresh store for one server: a new SQLite file in `dir`, or a new PostgreSQL schema
+/// (returned, to be dropped with [`drop_schema`]).
+fn fresh_store(args: &Args, backend: &str, dir: &Path) -> anyhow::Result<(String, Option<String>)> {
+    Ok(match backend {
+        "sqlite" => (format!("sqlite://{}", dir.join("bench.db").display()), None),
         "postgres" => {
             let schema = format!(
                 "sy_bench_{}",
@@ -303,9 +385,27 @@ async fn bench_backend(args: &Args, backend: &str) -> anyhow::Result<()> {
             (format!("{}{sep}schema={schema}", args.pg_url), Some(schema))
         }
         other => bail!("unknown backend {other}"),
-    };
+    })
+}
+
+async fn drop_schema(args: &Args, schema: Option<String>) -> anyhow::Result<()> {
+    if let Some(schema) = schema {
+        let (client, conn) = tokio_postgres::connect(&args.pg_url, tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            .await?;
+    }
+    Ok(())
+}
+
+async fn bench_backend(args: &Args, backend: &str) -> anyhow::Result<()> {
+    let dir = tempfile::Builder::new()
+        .prefix("switchyard-bench-")
+        .tempdir()?;
+    let (url, schema) = fresh_store(args, backend, dir.path())?;
     let fsync = fsync_rate(dir.path()).context("measuring fsync")?;
-    let server = start_server(dir.path(), &url, args.keys)?;
+    let server = start_server(dir.path(), &url, if args.keys { KEYS_SOURCE } else { "" })?;
 
     println!(
         "\n### {backend}{}\n",
@@ -368,14 +468,7 @@ async fn bench_backend(args: &Args, backend: &str) -> anyhow::Result<()> {
         );
     }
     drop(server);
-    if let Some(schema) = schema {
-        let (client, conn) = tokio_postgres::connect(&args.pg_url, tokio_postgres::NoTls).await?;
-        tokio::spawn(conn);
-        client
-            .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-            .await?;
-    }
-    Ok(())
+    drop_schema(args, schema).await
 }
 
 #[tokio::main]
@@ -391,7 +484,11 @@ async fn main() -> anyhow::Result<()> {
         b => vec![b],
     };
     for b in backends {
-        bench_backend(&args, b).await?;
+        if args.e2e {
+            e2e::bench_backend(&args, b).await?;
+        } else {
+            bench_backend(&args, b).await?;
+        }
     }
     Ok(())
 }
