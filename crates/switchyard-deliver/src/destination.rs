@@ -77,6 +77,9 @@ impl HttpDestination {
             .timeout(Duration::from_millis(c.timeout_ms))
             .pool_max_idle_per_host(c.concurrency as usize)
             .tcp_nodelay(true)
+            // A redirect is an answer (3xx: permanent), never followed: following would
+            // turn a POST into a GET on 301/302 and send the payload where nobody configured.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| e.to_string())?;
         let auth = match &c.auth {

@@ -888,3 +888,28 @@ async fn outbound_auth_and_standard_webhooks_signature() {
     let expected = switchyard_deliver::destination::sign(key, id, ts, &body);
     assert_eq!(h["webhook-signature"].to_str().unwrap(), expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redirects_are_not_followed() {
+    let rx = Receiver::start(|_, _| {
+        (
+            302,
+            vec![("location", "http://127.0.0.1:9/elsewhere".into())],
+            Duration::ZERO,
+        )
+    })
+    .await;
+    let s = server(config(&rx.url, "", ""), None).await;
+    s.structured(&ce(
+        "shop",
+        "x-1",
+        "order.created",
+        json!({"id": "S1", "qty": 1}),
+    ))
+    .await;
+    let id = delivery_of(&s, "x-1").await["id"].as_i64().unwrap();
+    let d = wait_state(&s, id, "dead").await;
+    assert_eq!(d["attempts"][0]["status"], 302);
+    assert_eq!(d["delivery"]["error_class"], "permanent");
+    assert_eq!(rx.count(), 1);
+}
