@@ -101,11 +101,7 @@ pub async fn list_deliveries(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> ApiResult {
-    state.authorize(&headers, Permission::Read).await?;
-    let q: DeliveryQuery = parse_query(raw)?;
-    let f = q.filter(false)?;
-    let items = state.store.list_deliveries(&f).await?;
-    Ok(Json(page(items, f.limit)).into_response())
+    list(state, headers, raw, false).await
 }
 
 /// `GET /v1/dlq`: the dead-letter queue (mapping failed, invalid, dead).
@@ -114,9 +110,18 @@ pub async fn list_dlq(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> ApiResult {
+    list(state, headers, raw, true).await
+}
+
+async fn list(
+    state: AppState,
+    headers: HeaderMap,
+    raw: Option<String>,
+    dead_letters_only: bool,
+) -> ApiResult {
     state.authorize(&headers, Permission::Read).await?;
     let q: DeliveryQuery = parse_query(raw)?;
-    let f = q.filter(true)?;
+    let f = q.filter(dead_letters_only)?;
     let items = state.store.list_deliveries(&f).await?;
     Ok(Json(page(items, f.limit)).into_response())
 }
