@@ -166,6 +166,10 @@ pub enum OdooError {
     /// An answer that is not the protocol's (broken XML/JSON, a proxy's page with 200).
     #[error("undecodable answer from Odoo: {0}")]
     Undecodable(String),
+    /// A call this client cannot express (JSON-2 needs named arguments, a value XML-RPC
+    /// cannot carry). Nothing was sent.
+    #[error("cannot send this call: {0}")]
+    Unsupported(String),
 }
 
 impl OdooError {
@@ -215,6 +219,7 @@ impl OdooError {
             OdooError::Timeout => classify(Failure::Timeout),
             OdooError::Connection(_) => classify(Failure::Connect),
             OdooError::Undecodable(_) => classify(Failure::Protocol),
+            OdooError::Unsupported(_) => ErrorClass::Permanent,
         }
     }
 
@@ -252,6 +257,8 @@ impl OdooError {
 
 pub const ACCESS_DENIED: &str = "odoo.exceptions.AccessDenied";
 pub const SESSION_EXPIRED: &str = "odoo.http.SessionExpiredException";
+/// JSON-2's answer to a wrong, expired or revoked API key (HTTP 401).
+pub const UNAUTHORIZED: &str = "werkzeug.exceptions.Unauthorized";
 
 /// Legacy `/xmlrpc/*` faults: the class hides in the string code.
 fn legacy_fault(code: String, string: String) -> OdooError {
@@ -296,7 +303,7 @@ const TRANSIENT_EXCEPTIONS: [&str; 7] = [
 /// this payload and refused it, and would again.
 pub fn class_of_exception(exception: &str, message: &str) -> ErrorClass {
     match exception {
-        ACCESS_DENIED | SESSION_EXPIRED => ErrorClass::Credential,
+        ACCESS_DENIED | SESSION_EXPIRED | UNAUTHORIZED => ErrorClass::Credential,
         name if TRANSIENT_EXCEPTIONS.contains(&name) => ErrorClass::Transient,
         "psycopg2.OperationalError" if message.contains("does not exist") => ErrorClass::Credential,
         "psycopg2.OperationalError" => ErrorClass::Transient,
