@@ -183,19 +183,12 @@ impl OdooClient {
     /// equivalent, and `/jsonrpc` answers it without credentials).
     pub async fn version(&self) -> Result<Value, OdooError> {
         let traceparent = self.traceparent(None);
-        match self.protocol().await? {
-            Protocol::XmlRpc => {
-                self.xmlrpc_call("common", "version", &[], &traceparent)
-                    .await
-            }
-            _ => {
-                self.jsonrpc_call(
-                    jsonrpc::service_call("common", "version", vec![]),
-                    &traceparent,
-                )
-                .await
-            }
-        }
+        let protocol = match self.protocol().await? {
+            Protocol::XmlRpc => Protocol::XmlRpc,
+            _ => Protocol::JsonRpc,
+        };
+        self.rpc_call(protocol, "common", "version", vec![], &traceparent)
+            .await
     }
 
     /// Logs in now (whatever is cached) and caches the uid. `false` from Odoo is
@@ -239,20 +232,16 @@ impl OdooClient {
     async fn login(&self) -> Result<i64, OdooError> {
         let traceparent = self.traceparent(None);
         let c = &self.config;
-        let args = [
-            Value::from(c.db.as_str()),
-            Value::from(c.login.as_str()),
-            Value::from(c.secret.as_str()),
-            json!({}),
-        ];
         let answer = match self.protocol().await? {
-            Protocol::XmlRpc => {
-                self.xmlrpc_call("common", "authenticate", &args, &traceparent)
+            protocol @ (Protocol::XmlRpc | Protocol::JsonRpc) => {
+                let args = vec![
+                    Value::from(c.db.as_str()),
+                    Value::from(c.login.as_str()),
+                    Value::from(c.secret.as_str()),
+                    json!({}),
+                ];
+                self.rpc_call(protocol, "common", "authenticate", args, &traceparent)
                     .await?
-            }
-            Protocol::JsonRpc => {
-                let params = jsonrpc::service_call("common", "authenticate", args.to_vec());
-                self.jsonrpc_call(params, &traceparent).await?
             }
             // JSON-2 has no login: the key is checked on every call. The user's context
             // names the uid.
@@ -294,8 +283,10 @@ impl OdooClient {
         }
         kwargs.insert("context".into(), Value::Object(context));
         let (uid, cached) = self.uid_and_whether_cached().await?;
-        let call =
-            |uid| self.rpc_execute_kw(protocol, uid, model, method, &args, &kwargs, &traceparent);
+        let call = |uid| {
+            let params = self.execute_kw_params(uid, model, method, &args, &kwargs);
+            self.rpc_call(protocol, "object", "execute_kw", params, &traceparent)
+        };
         match call(uid).await {
             Err(e) if cached && e.wants_reauthentication() => {
                 tracing::info!(model, method, error = %e, "odoo refused the cached login; logging in again");
@@ -375,42 +366,43 @@ impl OdooClient {
         (kwargs, context)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn rpc_execute_kw(
+    /// `object.execute_kw(db, uid, secret, model, method, args, kwargs)` as positional params.
+    fn execute_kw_params(
         &self,
-        protocol: Protocol,
         uid: i64,
         model: &str,
         method: &str,
         args: &[Value],
         kwargs: &Map<String, Value>,
+    ) -> Vec<Value> {
+        let c = &self.config;
+        vec![
+            Value::from(c.db.as_str()),
+            Value::from(uid),
+            Value::from(c.secret.as_str()),
+            Value::from(model),
+            Value::from(method),
+            Value::Array(args.to_vec()),
+            Value::Object(kwargs.clone()),
+        ]
+    }
+
+    /// `service.method(*params)` over XML-RPC or JSON-RPC.
+    async fn rpc_call(
+        &self,
+        protocol: Protocol,
+        service: &str,
+        method: &str,
+        params: Vec<Value>,
         traceparent: &str,
     ) -> Result<Value, OdooError> {
-        let c = &self.config;
         if protocol == Protocol::XmlRpc {
-            let params = [
-                Value::from(c.db.as_str()),
-                Value::from(uid),
-                Value::from(c.secret.as_str()),
-                Value::from(model),
-                Value::from(method),
-                Value::Array(args.to_vec()),
-                Value::Object(kwargs.clone()),
-            ];
             return self
-                .xmlrpc_call("object", "execute_kw", &params, traceparent)
+                .xmlrpc_call(service, method, &params, traceparent)
                 .await;
         }
-        let params = jsonrpc::execute_kw(
-            &c.db,
-            uid,
-            &c.secret,
-            model,
-            method,
-            args.to_vec(),
-            kwargs.clone(),
-        );
-        self.jsonrpc_call(params, traceparent).await
+        self.jsonrpc_call(jsonrpc::service_call(service, method, params), traceparent)
+            .await
     }
 
     // --- the three wire paths -----------------------------------------------------------

@@ -8,7 +8,7 @@
 //! a dead web session is code 100 with `id: null` (02_39). Envelope errors of Odoo itself
 //! (`Invalid JSON data`) are HTTP 400 without an envelope, handled by the client.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::error::{OdooError, from_jsonrpc_error};
 
@@ -20,28 +20,6 @@ pub fn request(params: Value, id: u64) -> Value {
 /// The params of a `/jsonrpc` service call: `{"service", "method", "args"}`.
 pub fn service_call(service: &str, method: &str, args: Vec<Value>) -> Value {
     json!({"service": service, "method": method, "args": args})
-}
-
-/// `object.execute_kw(db, uid, secret, model, method, args, kwargs)` as params.
-pub fn execute_kw(
-    db: &str,
-    uid: i64,
-    secret: &str,
-    model: &str,
-    method: &str,
-    args: Vec<Value>,
-    kwargs: Map<String, Value>,
-) -> Value {
-    let args = vec![
-        Value::from(db),
-        Value::from(uid),
-        Value::from(secret),
-        Value::from(model),
-        Value::from(method),
-        Value::Array(args),
-        Value::Object(kwargs),
-    ];
-    service_call("object", "execute_kw", args)
 }
 
 /// Reads an answer body: the result (Null when absent), or the error Odoo reported. A
