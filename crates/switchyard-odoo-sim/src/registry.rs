@@ -155,8 +155,13 @@ impl<'a> Env<'a> {
             } else {
                 "modify"
             };
+            let group = if model == "res.users" {
+                "Administration/Access Rights"
+            } else {
+                "Administration/Settings"
+            };
             return Err(Exc::access(format!(
-                "You are not allowed to {verb} '{}' ({}) records.\n\nThis operation is allowed for the following groups:\n\t- Administration/Settings\n\nContact your administrator to request access if necessary.",
+                "You are not allowed to {verb} '{}' ({}) records.\n\nThis operation is allowed for the following groups:\n\t- {group}\n\nContact your administrator to request access if necessary.",
                 def.description, def.name
             )));
         }

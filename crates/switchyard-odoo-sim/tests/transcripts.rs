@@ -247,7 +247,12 @@ fn recorded_at(t: &Value) -> DateTime<Utc> {
 /// Align id sequences with the recording before calls that create records: ids are
 /// volatile, and later recorded requests name the ids the recording got.
 fn align_ids(sim: &Simulator, t: &Value) {
-    let body = t["request"]["body"].as_str().unwrap_or("");
+    let body = t["request"]["body"]
+        .as_str()
+        .unwrap_or("")
+        .replace("<PASSWORD>", PASSWORD)
+        .replace("<API_KEY>", API_KEY);
+    let body = body.as_str();
     let (model, method) = if let Ok(v) = serde_json::from_str::<Value>(body) {
         let a = &v["params"]["args"];
         (
@@ -277,6 +282,9 @@ fn align_ids(sim: &Simulator, t: &Value) {
             .and_then(|a| a.iter().filter_map(Value::as_i64).max()),
         _ => None,
     };
+    if std::env::var("TRANSCRIPTS_VERBOSE").is_ok() {
+        eprintln!("align {model}.{method} -> {first:?}");
+    }
     if let Some(id) = first {
         let exists = sim.with_state(|_, st| st.tables.exists(&model, id));
         if !exists {
