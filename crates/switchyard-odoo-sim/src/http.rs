@@ -32,6 +32,7 @@ pub fn router(sim: Simulator) -> Router {
         .route("/json/2/{*rest}", any(json2))
         .route("/__sim/faults", get(get_faults).put(put_faults))
         .route("/__sim/health", get(|| async { "ok" }))
+        .route("/__sim/late-write", post(late_write))
         .layer(axum::extract::DefaultBodyLimit::max(
             MAX_XMLRPC_BODY + 1024 * 1024,
         ))
@@ -617,6 +618,38 @@ async fn put_faults(State(sim): State<Simulator>, body: Bytes) -> Response {
             axum::Json(f).into_response()
         }
         Err(e) => (StatusCode::BAD_REQUEST, format!("invalid faults: {e}")).into_response(),
+    }
+}
+
+/// `POST /__sim/late-write {"model", "ids", "values", "delay_ms"}`: write now, commit
+/// after the delay (the rows keep the early `write_date`).
+async fn late_write(State(sim): State<Simulator>, body: Bytes) -> Response {
+    #[derive(serde::Deserialize)]
+    struct LateWrite {
+        model: String,
+        ids: Vec<i64>,
+        values: Map<String, Value>,
+        delay_ms: u64,
+    }
+    let req: LateWrite = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return (StatusCode::BAD_REQUEST, format!("invalid late write: {e}")).into_response();
+        }
+    };
+    match sim.write_uncommitted(2, &req.model, &req.ids, req.values) {
+        Ok(pending) => {
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(req.delay_ms)).await;
+                pending.commit();
+            });
+            StatusCode::ACCEPTED.into_response()
+        }
+        Err(e) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("{}: {}", e.name, e.message),
+        )
+            .into_response(),
     }
 }
 

@@ -20,6 +20,7 @@ pub mod faults;
 pub mod http;
 pub mod import;
 pub mod json2;
+pub mod late;
 pub mod methods;
 pub mod models;
 pub mod orm;

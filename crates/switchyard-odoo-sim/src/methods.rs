@@ -235,7 +235,7 @@ pub fn call_kw(
         "action_archive" | "action_unarchive" if reg.model(model)?.has_active => {
             let (ids, _) = split_ids(args)?;
             let mut vals = Map::new();
-            vals.insert("active".into(), Value::Bool(method == "action_archive"));
+            vals.insert("active".into(), Value::Bool(method == "action_unarchive"));
             env.write(model, &ids, vals)?;
             Ok(Value::Null)
         }

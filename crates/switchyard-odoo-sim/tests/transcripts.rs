@@ -14,8 +14,9 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use switchyard_core::clock::{ManualClock, SharedClock};
+use switchyard_core::clock::{Clock, ManualClock, SharedClock};
 use switchyard_odoo::xmlrpc;
+use switchyard_odoo_sim::late::PendingCommit;
 use switchyard_odoo_sim::{SimConfig, Simulator};
 
 const PASSWORD: &str = "sim-admin-password";
@@ -327,6 +328,7 @@ async fn transcripts_replay_against_the_simulator() {
     let mut now_passing: Vec<String> = Vec::new();
     let mut passed = 0;
     let mut webhooks_before = 0;
+    let mut held = None;
     for (name, t) in load_transcripts() {
         let mut diffs = Vec::new();
         clock.set(recorded_at(&t) + chrono::Duration::milliseconds(500));
@@ -361,7 +363,7 @@ async fn transcripts_replay_against_the_simulator() {
             }
         } else {
             webhooks_before = receiver.got.lock().unwrap().len();
-            fixtures_before(&name, &sim);
+            fixtures_before(&name, &sim, &clock, &mut held);
             align_ids(&sim, &t);
             match send(&http, &base, &t, &mut replay, &hook_addr, &closed_port).await {
                 Ok((status, ct, body, cookie)) => {
@@ -384,7 +386,7 @@ async fn transcripts_replay_against_the_simulator() {
                 }
                 Err(e) => diffs.push(format!("request failed: {e}")),
             }
-            fixtures_after(&name, &sim);
+            fixtures_after(&name, &mut held);
             // Webhooks are sent while the call runs; give slow receivers' timeouts a moment.
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
@@ -418,20 +420,66 @@ async fn transcripts_replay_against_the_simulator() {
 }
 
 /// Set-up the recording did outside the recorded calls.
-fn fixtures_before(name: &str, sim: &Simulator) {
+fn fixtures_before(
+    name: &str,
+    sim: &Simulator,
+    clock: &ManualClock,
+    held: &mut Option<PendingCommit>,
+) {
     use switchyard_odoo_sim::faults::Faults;
+    let at = |s: &str| -> DateTime<Utc> { s.parse().unwrap() };
     match name {
+        // An unrecorded call (JSON-RPC id 11) created partner 13, which 02_11 deletes.
+        "02_11_jsonrpc_unlink" => {
+            sim.set_next_id("res.partner", 13);
+            let (r, _) = sim.transact(2, Default::default(), |env| {
+                let mut vals = serde_json::Map::new();
+                vals.insert("name".into(), json!("JSON Temp"));
+                env.create("res.partner", vec![vals])
+            });
+            r.unwrap();
+        }
+        // An odoo-bin shell created C (id 17) at 18:05:49, then wrote it at 18:05:53 in a
+        // transaction that commits ~10 s later, after the poller's first read (04_10).
+        "04_09_write_date_late_commit_create_d" => {
+            let now = clock.now();
+            clock.set(at("2026-11-23T18:05:49.979847Z"));
+            sim.set_next_id("res.partner", 17);
+            let (r, _) = sim.transact(2, Default::default(), |env| {
+                let mut vals = serde_json::Map::new();
+                vals.insert("name".into(), json!("Cursor C (slow transaction)"));
+                env.create("res.partner", vec![vals])
+            });
+            r.unwrap();
+            clock.set(at("2026-11-23T18:05:53.042826Z"));
+            let mut vals = serde_json::Map::new();
+            vals.insert(
+                "comment".into(),
+                json!("<p>written inside a slow transaction</p>"),
+            );
+            *held = Some(
+                sim.write_uncommitted(2, "res.partner", &[17], vals)
+                    .unwrap(),
+            );
+            clock.set(now);
+        }
         // Another transaction keeps updating the order: every retry conflicts.
-        "07_23_concurrent_write_retries_exhausted" | "09_05_xmlrpc_serialization_failure" => sim
-            .set_faults(Faults {
-                serialization_failures: 1,
-                ..Faults::default()
-            }),
+        "07_23_concurrent_write_retries_exhausted"
+        | "09_05_xmlrpc_serialization_failure_exhausted" => sim.set_faults(Faults {
+            serialization_failures: 1,
+            ..Faults::default()
+        }),
         _ => {}
     }
 }
 
-fn fixtures_after(_name: &str, _sim: &Simulator) {}
+fn fixtures_after(name: &str, held: &mut Option<PendingCommit>) {
+    if name == "04_10_write_date_late_commit_poll_1"
+        && let Some(p) = held.take()
+    {
+        p.commit();
+    }
+}
 
 /// Send a recorded request with its placeholders filled in.
 async fn send(
