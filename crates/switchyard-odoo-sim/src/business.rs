@@ -532,6 +532,7 @@ pub fn register(r: &mut Registry) {
                 f("webhook_sample_payload", Computed),
                 f("base_automation_id", Many2one("base.automation")),
                 f("code", Text),
+                f("sequence", Integer),
             ],
         ),
         Box::new(crate::automation::ServerAction),
@@ -624,6 +625,8 @@ pub fn seed(env: &mut Env) {
         "ir.model",
         json!({"name": "Contact", "model": "res.partner"}),
     );
+    // Server actions as numbered on the recorded database (the first webhook one is 518).
+    env.seq.insert("ir.actions.server".into(), 517);
     for (id, name) in crate::automation::SALE_ORDER_FIELD_IDS {
         env.seq.insert("ir.model.fields".into(), id - 1);
         env.insert(

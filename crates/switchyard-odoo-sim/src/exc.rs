@@ -10,6 +10,9 @@ pub struct Exc {
     /// Python class path, e.g. `odoo.exceptions.UserError`, `builtins.ValueError`.
     pub name: String,
     pub message: String,
+    /// The exception's `context` attribute (JSON-RPC `data.context`, `{}` when unset):
+    /// base_automation adds the failing rule to exceptions raised by its actions (06_20).
+    pub context: Option<Value>,
 }
 
 pub type OResult<T> = Result<T, Exc>;
@@ -19,7 +22,12 @@ impl Exc {
         Exc {
             name: name.to_string(),
             message: message.into(),
+            context: None,
         }
+    }
+    pub fn with_context(mut self, context: Value) -> Exc {
+        self.context = Some(context);
+        self
     }
     pub fn user(message: impl Into<String>) -> Exc {
         Exc::new("odoo.exceptions.UserError", message)

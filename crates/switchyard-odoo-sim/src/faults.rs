@@ -11,14 +11,30 @@ pub struct Faults {
     /// Share of RPC calls answered with an HTTP 500 page (0.0-1.0).
     pub http_500_rate: f64,
     /// The next N `object` calls fail with a serialization failure after Odoo's retries
-    /// (`psycopg2.errors.SerializationFailure`, nothing committed; transcripts 07_23, 09_05).
+    /// (`psycopg2.errors.SerializationFailure`, nothing committed; transcripts 07_23, 09_05):
+    /// another transaction keeps updating what they write, so every one of the 5 tries runs
+    /// (sending its webhooks again) and then conflicts.
     pub serialization_failures: u32,
+    /// Rows another transaction holds an uncommitted update of: the next `conflicts`
+    /// commits writing such a row conflict and are retried as Odoo does (07_21: a slow
+    /// success).
+    pub locked_rows: Vec<LockedRow>,
     /// The next N `object` calls commit and then lose their response (the connection drops).
     pub lose_responses: u32,
     /// Every password and API key is refused (an expired key: AccessDenied).
     pub expire_credentials: bool,
     /// Validation errors raised when a call matches.
     pub validation_errors: Vec<ValidationRule>,
+}
+
+/// A row another transaction keeps locked (see [`Faults::locked_rows`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockedRow {
+    pub model: String,
+    pub id: i64,
+    /// How many more commits of this row conflict.
+    pub conflicts: u32,
 }
 
 /// Raise `ValidationError(message)` when `model.method` is called with `field == equals`

@@ -98,12 +98,16 @@ fn lost_response() -> Response {
         .expect("lost response")
 }
 
-/// Simulated cost, injected latency and 5xx, then the call itself, then its webhooks.
+/// Simulated cost, injected latency and 5xx, then the call itself, its webhooks, and only
+/// then its commit — Odoo sends webhooks from inside the transaction, so a receiver that
+/// queries back sees the old state, and a call that fails afterwards still notified.
+/// A commit that conflicts with another transaction re-runs the whole call, webhooks
+/// included, up to 5 tries (Odoo's `retrying`), then answers SerializationFailure.
 /// Returns `None` when the response must be lost.
 async fn serve_call(
     sim: &Simulator,
     object: bool,
-    call: impl FnOnce() -> Outcome,
+    call: impl Fn() -> Outcome,
 ) -> Result<Option<Outcome>, Response> {
     let faults = sim.faults();
     let _permit = sim.inner.workers.acquire().await.expect("workers");
@@ -120,24 +124,42 @@ async fn serve_call(
             ),
         ));
     }
-    if object && faults.serialization_failures > 0 {
+    // Another transaction keeps updating what this call writes: every try conflicts.
+    let doomed = object && faults.serialization_failures > 0 && {
         let mut f = sim.inner.faults.lock().expect("faults");
-        if f.serialization_failures > 0 {
+        let take = f.serialization_failures > 0;
+        if take {
             f.serialization_failures -= 1;
-            return Ok(Some(Outcome {
-                result: Err(Exc::serialization()),
-                effects: vec![],
-                records: 0,
-            }));
         }
-    }
-    let outcome = call();
+        take
+    };
     let cfg = &sim.inner.config;
-    let cost = cfg.cost_per_call_ms + cfg.cost_per_record_ms * outcome.records as f64;
-    if cost > 0.0 {
-        tokio::time::sleep(std::time::Duration::from_secs_f64(cost / 1000.0)).await;
-    }
-    crate::webhooks::send(&sim.inner.http, &outcome.effects).await;
+    let mut tries = 0;
+    let outcome = loop {
+        tries += 1;
+        let (mut outcome, pending) = crate::deferred(&call);
+        let cost = cfg.cost_per_call_ms + cfg.cost_per_record_ms * outcome.records as f64;
+        if cost > 0.0 {
+            tokio::time::sleep(std::time::Duration::from_secs_f64(cost / 1000.0)).await;
+        }
+        crate::webhooks::send(&sim.inner.http, &outcome.effects).await;
+        let mut conflict = false;
+        for p in pending {
+            conflict = conflict || sim.commit(p, doomed).is_err();
+        }
+        if !conflict {
+            break outcome;
+        }
+        if tries >= MAX_TRIES {
+            outcome.result = Err(Exc::serialization());
+            break outcome;
+        }
+        // Odoo waits a random time up to 2^tries s; scaled like the simulated cost.
+        let wait = rand::random::<f64>() * f64::from(1u32 << tries) * cfg.cost_per_call_ms;
+        if wait > 0.0 {
+            tokio::time::sleep(std::time::Duration::from_secs_f64(wait / 1000.0)).await;
+        }
+    };
     if object && outcome.result.is_ok() && faults.lose_responses > 0 {
         let mut f = sim.inner.faults.lock().expect("faults");
         if f.lose_responses > 0 {
@@ -147,6 +169,9 @@ async fn serve_call(
     }
     Ok(Some(outcome))
 }
+
+/// Odoo's `MAX_TRIES_ON_CONCURRENCY_FAILURE`.
+const MAX_TRIES: u32 = 5;
 
 // ---- XML-RPC ------------------------------------------------------------------------------
 
@@ -209,7 +234,11 @@ async fn xmlrpc_serve(
         }
     };
     let object = service == "object";
-    let outcome = match serve_call(&sim, object, || sim.dispatch(&service, &name, params)).await {
+    let outcome = match serve_call(&sim, object, || {
+        sim.dispatch(&service, &name, params.clone())
+    })
+    .await
+    {
         Ok(Some(o)) => o,
         Ok(None) => return lost_response(),
         Err(r) => return r,
@@ -322,7 +351,12 @@ fn jsonrpc_error(id: &Value, exc: &Exc) -> String {
         ),
         ("message", pyjson::dumps(&json!(exc.message))),
         ("arguments", pyjson::dumps(&exc.arguments())),
-        ("context", "{}".into()),
+        (
+            "context",
+            exc.context
+                .as_ref()
+                .map_or_else(|| "{}".into(), pyjson::dumps),
+        ),
     ]);
     let error = pyjson::object(&[
         ("code", code.to_string()),
@@ -372,7 +406,7 @@ async fn jsonrpc(
         _ => vec![],
     };
     let object = service == "object";
-    match serve_call(&sim, object, || sim.dispatch(&service, &name, args)).await {
+    match serve_call(&sim, object, || sim.dispatch(&service, &name, args.clone())).await {
         Ok(Some(o)) => jsonrpc_outcome(&id, o),
         Ok(None) => lost_response(),
         Err(r) => r,
@@ -550,7 +584,11 @@ async fn call_kw_route(
         Some(Value::Object(k)) => k.clone(),
         _ => Map::new(),
     };
-    match serve_call(&sim, true, || sim.call_as(uid, &model, &name, args, kwargs)).await {
+    match serve_call(&sim, true, || {
+        sim.call_as(uid, &model, &name, args.clone(), kwargs.clone())
+    })
+    .await
+    {
         Ok(Some(o)) => jsonrpc_outcome(&id, o),
         Ok(None) => lost_response(),
         Err(r) => r,

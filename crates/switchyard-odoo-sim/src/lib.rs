@@ -32,7 +32,7 @@ pub mod stock;
 pub mod webhooks;
 
 use crate::exc::OResult;
-use crate::orm::{Id, Tables};
+use crate::orm::{Id, Record, Tables};
 use crate::registry::{Env, Registry, Sequences};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -124,6 +124,81 @@ pub struct State {
     pub sessions: HashMap<String, Id>,
     /// Bumped by every commit (optimistic concurrency for calls that release the lock).
     pub version: u64,
+    /// The commit version that last changed each row (write-write conflict detection).
+    pub row_versions: HashMap<(String, Id), u64>,
+}
+
+/// One row a transaction changed: its new value, or `None` when it was deleted.
+pub type RowChange = (String, Id, Option<Record>);
+
+/// A transaction that ran but has not committed yet: the rows it changed and the commit
+/// version its snapshot was taken at. Served calls commit only after their webhooks went
+/// out, as Odoo sends them from inside the transaction.
+pub struct Pending {
+    base: u64,
+    changes: Vec<RowChange>,
+}
+
+/// Why a commit was refused: another transaction changed one of the rows meanwhile (or a
+/// fault says so) — PostgreSQL's "could not serialize access due to concurrent update".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conflict;
+
+thread_local! {
+    /// Set while a served call runs: transactions park their changes here instead of
+    /// committing, so the caller can send the call's webhooks first.
+    static DEFERRED: std::cell::RefCell<Option<Vec<Pending>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Run `f` with every transaction it makes held back uncommitted; returns them in order.
+pub(crate) fn deferred<R>(f: impl FnOnce() -> R) -> (R, Vec<Pending>) {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            DEFERRED.with(|d| d.borrow_mut().take());
+        }
+    }
+    DEFERRED.with(|d| *d.borrow_mut() = Some(vec![]));
+    let _reset = Reset;
+    let r = f();
+    let pending = DEFERRED.with(|d| d.borrow_mut().take()).unwrap_or_default();
+    (r, pending)
+}
+
+/// The rows `new` changed relative to `old` (tables untouched since the copy share storage).
+fn diff(old: &Tables, new: &Tables) -> Vec<RowChange> {
+    let empty = orm::Table::default();
+    let mut out = Vec::new();
+    for (name, t) in &new.tables {
+        let o = match old.tables.get(name) {
+            Some(o) if Arc::ptr_eq(o, t) => continue,
+            Some(o) => o.as_ref(),
+            None => &empty,
+        };
+        for (id, r) in &t.rows {
+            if o.rows.get(id) != Some(r) {
+                out.push((name.clone(), *id, Some(r.clone())));
+            }
+        }
+        for id in o.rows.keys().filter(|id| !t.rows.contains_key(id)) {
+            out.push((name.clone(), *id, None));
+        }
+    }
+    out
+}
+
+impl State {
+    fn apply(&mut self, changes: Vec<RowChange>) {
+        self.version += 1;
+        for (model, id, rec) in changes {
+            let rows = &mut self.tables.table_mut(&model).rows;
+            match rec {
+                Some(r) => rows.insert(id, r),
+                None => rows.remove(&id),
+            };
+            self.row_versions.insert((model, id), self.version);
+        }
+    }
 }
 
 pub(crate) struct Inner {
@@ -159,6 +234,7 @@ impl Simulator {
             seq: Sequences::new(),
             sessions: HashMap::new(),
             version: 0,
+            row_versions: HashMap::new(),
         };
         let now = timestamp(&clock);
         {
@@ -206,7 +282,12 @@ impl Simulator {
         self.inner.faults.lock().expect("faults").clone()
     }
 
-    /// Run `f` as one committed-or-rolled-back transaction, as user `uid`.
+    /// Run `f` as one committed-or-rolled-back transaction, as user `uid`. Returns the
+    /// effects (webhooks) it asked for, to be sent by the caller — even when it failed.
+    ///
+    /// Inside a served call ([`deferred`]) a successful transaction is not committed here
+    /// but held back for [`Simulator::commit`], after the call's webhooks were sent.
+    /// Sequences are not transactional (ids and names a failed call took stay taken).
     pub fn transact<T>(
         &self,
         uid: Id,
@@ -229,10 +310,56 @@ impl Simulator {
         let out = f(&mut env);
         let effects = std::mem::take(&mut env.effects);
         if out.is_ok() {
-            st.tables = copy;
-            st.version += 1;
+            let changes = diff(&st.tables, &copy);
+            let pending = Pending {
+                base: st.version,
+                changes,
+            };
+            let held = DEFERRED.with(|d| match d.borrow_mut().as_mut() {
+                Some(list) => {
+                    list.push(pending);
+                    None
+                }
+                None => Some(pending),
+            });
+            if let Some(p) = held {
+                st.apply(p.changes);
+            }
         }
         (out, effects)
+    }
+
+    /// Commit a held-back transaction unless another one changed the same rows since its
+    /// snapshot, or a fault makes it conflict (`doomed`: every try of this call conflicts;
+    /// `locked_rows`: another transaction holds one of its rows).
+    pub fn commit(&self, p: Pending, doomed: bool) -> Result<(), Conflict> {
+        let mut st = self.inner.state.lock().expect("state");
+        if doomed {
+            return Err(Conflict);
+        }
+        {
+            let mut faults = self.inner.faults.lock().expect("faults");
+            for (model, id, _) in &p.changes {
+                if let Some(l) = faults
+                    .locked_rows
+                    .iter_mut()
+                    .find(|l| l.model == *model && l.id == *id && l.conflicts > 0)
+                {
+                    l.conflicts -= 1;
+                    return Err(Conflict);
+                }
+            }
+        }
+        let conflict = p.changes.iter().any(|(model, id, _)| {
+            st.row_versions
+                .get(&(model.clone(), *id))
+                .is_some_and(|v| *v > p.base)
+        });
+        if conflict {
+            return Err(Conflict);
+        }
+        st.apply(p.changes);
+        Ok(())
     }
 
     /// Read-only access to the committed state (tests, ground truth).

@@ -442,7 +442,7 @@ impl<'a> Env<'a> {
             self.check_required(model, id)?;
             reg.behaviour(model).after_create(self, id)?;
             reg.behaviour(model).check(self, &[id])?;
-            crate::webhooks::on_change(self, model, &[id], &[], true);
+            crate::webhooks::on_change(self, model, &[id], &[], true)?;
             ids.push(id);
         }
         Ok(ids)
@@ -492,7 +492,7 @@ impl<'a> Env<'a> {
         reg.behaviour(model).after_write(self, ids, &vals)?;
         reg.behaviour(model).check(self, ids)?;
         let changed: Vec<String> = vals.keys().cloned().collect();
-        crate::webhooks::on_change(self, model, ids, &changed, false);
+        crate::webhooks::on_change(self, model, ids, &changed, false)?;
         Ok(())
     }
 

@@ -209,12 +209,10 @@ impl Behaviour for SaleOrder {
         Some(match method {
             "action_confirm" => confirm(env, &ids),
             "action_cancel" => cancel(env, &ids),
-            "action_draft" => {
-                for id in &ids {
-                    set_state(env, *id, "draft");
-                }
-                Ok(json!(true))
-            }
+            "action_draft" => ids
+                .iter()
+                .try_for_each(|id| set_state(env, *id, "draft"))
+                .map(|_| json!(true)),
             "check_access_rights" => Ok(json!(true)),
             "default_get" => Ok(
                 json!({"state": "draft", "company_id": 1, "user_id": env.uid, "currency_id": 1, "date_order": crate::orm::datetime_out(&env.now)}),
@@ -224,9 +222,9 @@ impl Behaviour for SaleOrder {
     }
 }
 
-fn set_state(env: &mut Env, id: Id, state: &str) {
+fn set_state(env: &mut Env, id: Id, state: &str) -> OResult<()> {
     env.put("sale.order", id, "state", json!(state));
-    crate::webhooks::on_change(env, "sale.order", &[id], &["state".into()], false);
+    crate::webhooks::on_change(env, "sale.order", &[id], &["state".into()], false)
 }
 
 fn confirm(env: &mut Env, ids: &[Id]) -> OResult<Value> {
@@ -241,7 +239,7 @@ fn confirm(env: &mut Env, ids: &[Id]) -> OResult<Value> {
         }
     }
     for &id in ids {
-        set_state(env, id, "sale");
+        set_state(env, id, "sale")?;
         crate::stock::create_delivery(env, id)?;
     }
     Ok(json!(true))
@@ -261,12 +259,12 @@ fn cancel(env: &mut Env, ids: &[Id]) -> OResult<Value> {
         );
     }
     for &id in ids {
-        cancel_order(env, id);
+        cancel_order(env, id)?;
     }
     Ok(json!(true))
 }
 
-fn cancel_order(env: &mut Env, id: Id) {
+fn cancel_order(env: &mut Env, id: Id) -> OResult<()> {
     for p in order_pickings(env, id) {
         if env.get_str("stock.picking", p, "state") != "done" {
             env.put("stock.picking", p, "state", json!("cancel"));
@@ -275,7 +273,7 @@ fn cancel_order(env: &mut Env, id: Id) {
             }
         }
     }
-    set_state(env, id, "cancel");
+    set_state(env, id, "cancel")
 }
 
 pub struct SaleLine;
@@ -371,7 +369,7 @@ impl Behaviour for CancelWizard {
         (method == "action_cancel").then(|| {
             for id in ids {
                 if let Some(order) = env.get_i64("sale.order.cancel", id, "order_id") {
-                    cancel_order(env, order);
+                    cancel_order(env, order)?;
                 }
             }
             Ok(json!(true))

@@ -4,12 +4,23 @@
 //! sent again on every serialization retry and even when the transaction then rolls back.
 
 use crate::Effect;
+use crate::domain::Domain;
+use crate::exc::{Exc, OResult};
 use crate::orm::{FieldType, Id};
 use crate::registry::Env;
 use serde_json::{Map, Value, json};
 
-/// Fire the webhook rules of `model` for records created or changed in this call.
-pub fn on_change(env: &mut Env, model: &str, ids: &[Id], changed: &[String], created: bool) {
+/// Run the automation rules of `model` for records created or changed in this call:
+/// each rule whose trigger and `filter_domain` match runs its server actions in
+/// `sequence` order — webhooks are queued as effects (sent before the commit), a `code`
+/// action that raises fails the whole call (after the webhooks before it went out).
+pub fn on_change(
+    env: &mut Env,
+    model: &str,
+    ids: &[Id],
+    changed: &[String],
+    created: bool,
+) -> OResult<()> {
     let rule_ids: Vec<Id> = env
         .db
         .table("base.automation")
@@ -21,101 +32,107 @@ pub fn on_change(env: &mut Env, model: &str, ids: &[Id], changed: &[String], cre
                 .collect()
         })
         .unwrap_or_default();
-    let mut rules: Vec<(Id, Map<String, Value>)> = Vec::new();
-    for id in rule_ids {
-        let mut r: Map<String, Value> = env
-            .db
-            .get("base.automation", id)
-            .cloned()
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
-        for k in ["model_name", "trigger_field_names", "action_server_id"] {
-            r.insert(
-                k.into(),
-                env.compute("base.automation", id, k).unwrap_or(Value::Null),
-            );
+    for rule in rule_ids {
+        if env.compute("base.automation", rule, "model_name")?.as_str() != Some(model) {
+            continue;
         }
-        if r.get("model_name").and_then(Value::as_str) == Some(model) {
-            rules.push((id, r));
-        }
-    }
-    for (_, rule) in rules {
-        let trigger = rule.get("trigger").and_then(Value::as_str).unwrap_or("");
-        let watched: Vec<String> = rule
-            .get("trigger_field_names")
-            .and_then(Value::as_array)
+        let trigger = env.get_str("base.automation", rule, "trigger");
+        let watched: Vec<String> = env
+            .compute("base.automation", rule, "trigger_field_names")?
+            .as_array()
             .map(|a| {
                 a.iter()
                     .filter_map(|v| v.as_str().map(str::to_string))
                     .collect()
             })
             .unwrap_or_default();
-        let fires = match trigger {
+        let touched = watched.is_empty() || changed.iter().any(|c| watched.contains(c));
+        let fires = match trigger.as_str() {
             "on_create" => created,
-            "on_write" => {
-                !created && (watched.is_empty() || changed.iter().any(|c| watched.contains(c)))
-            }
-            "on_create_or_write" => {
-                created || watched.is_empty() || changed.iter().any(|c| watched.contains(c))
-            }
+            "on_write" => !created && touched,
+            "on_create_or_write" => created || touched,
             _ => false,
         };
         if !fires {
             continue;
         }
-        let Some(action_id) = rule.get("action_server_id").and_then(Value::as_i64) else {
+        let records = matching(env, rule, model, ids)?;
+        if records.is_empty() {
+            continue;
+        }
+        for action in crate::automation::rule_actions(env, rule) {
+            match env.get_str("ir.actions.server", action, "state").as_str() {
+                "webhook" => webhook(env, action, model, &records),
+                "code" => {
+                    let code = env.get_str("ir.actions.server", action, "code");
+                    crate::automation::run_code(&code).map_err(|e| {
+                        let name = env.get_str("base.automation", rule, "name");
+                        e.with_context(json!({"exception_class": "base_automation",
+                            "base_automation": {"id": rule, "name": name}}))
+                    })?;
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The records that satisfy the rule's `filter_domain` (a Python literal string).
+fn matching(env: &Env, rule: Id, model: &str, ids: &[Id]) -> OResult<Vec<Id>> {
+    let text = env.get_str("base.automation", rule, "filter_domain");
+    if text.trim().is_empty() {
+        return Ok(ids.to_vec());
+    }
+    let dom = crate::automation::python_literal(&text)
+        .map_err(|e| Exc::value(format!("Invalid domain {text:?}: {e}")))?;
+    let dom = Domain::parse(env, model, &dom)?;
+    let mut out = Vec::new();
+    for &id in ids {
+        let Some(rec) = env.db.get(model, id) else {
             continue;
         };
-        let mut action = env
-            .db
-            .get("ir.actions.server", action_id)
-            .cloned()
-            .unwrap_or_default();
-        action.insert(
-            "webhook_field_names".into(),
-            env.compute("ir.actions.server", action_id, "webhook_field_names")
-                .unwrap_or(Value::Null),
+        if dom.matches(env, model, id, rec)? {
+            out.push(id);
+        }
+    }
+    Ok(out)
+}
+
+/// Queue one webhook per record: `_action`, `_id`, `_model`, `id` and the selected fields.
+fn webhook(env: &mut Env, action_id: Id, model: &str, ids: &[Id]) {
+    let url = env.get_str("ir.actions.server", action_id, "webhook_url");
+    if url.is_empty() {
+        return;
+    }
+    let fields: Vec<String> = env
+        .compute("ir.actions.server", action_id, "webhook_field_names")
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let action_name = env.get_str("ir.actions.server", action_id, "name");
+    for &id in ids {
+        let mut body = Map::new();
+        body.insert(
+            "_action".into(),
+            json!(format!("{action_name}(#{action_id})")),
         );
-        let url = action
-            .get("webhook_url")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        if url.is_empty() {
-            continue;
+        body.insert("_id".into(), json!(id));
+        body.insert("_model".into(), json!(model));
+        body.insert("id".into(), json!(id));
+        for f in &fields {
+            body.insert(f.clone(), raw_value(env, model, id, f));
         }
-        let fields: Vec<String> = action
-            .get("webhook_field_names")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let action_name = action
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or("Send Webhook Notification");
-        for &id in ids {
-            let mut body = Map::new();
-            body.insert(
-                "_action".into(),
-                json!(format!("{action_name}(#{action_id})")),
-            );
-            body.insert("_id".into(), json!(id));
-            body.insert("_model".into(), json!(model));
-            body.insert("id".into(), json!(id));
-            for f in &fields {
-                body.insert(f.clone(), raw_value(env, model, id, f));
-            }
-            // serde_json's map keeps keys sorted, as Odoo's json.dumps(sort_keys=True).
-            env.effects.push(Effect::Webhook {
-                url: url.clone(),
-                body: crate::pyjson::dumps(&Value::Object(body)),
-            });
-        }
+        // serde_json's map keeps keys sorted, as Odoo's json.dumps(sort_keys=True).
+        env.effects.push(Effect::Webhook {
+            url: url.clone(),
+            body: crate::pyjson::dumps(&Value::Object(body)),
+        });
     }
 }
 

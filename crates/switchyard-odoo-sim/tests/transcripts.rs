@@ -365,28 +365,51 @@ async fn transcripts_replay_against_the_simulator() {
             webhooks_before = receiver.got.lock().unwrap().len();
             fixtures_before(&name, &sim, &clock, &mut held);
             align_ids(&sim, &t);
-            match send(&http, &base, &t, &mut replay, &hook_addr, &closed_port).await {
-                Ok((status, ct, body, cookie)) => {
-                    if let Some(c) = cookie {
-                        replay.session = Some(c);
+            let race = t["response"]["bodies_by_client"].as_object();
+            match race {
+                Some(want) => send_race(&http, &base, &t, want, &mut diffs).await,
+                None => match send(&http, &base, &t, &mut replay, &hook_addr, &closed_port).await {
+                    Ok((status, ct, body, cookie)) => {
+                        if let Some(c) = cookie {
+                            replay.session = Some(c);
+                        }
+                        let want_status = t["response"]["status"].as_u64().unwrap_or(0) as u16;
+                        if status != want_status {
+                            diffs.push(format!("status {want_status} expected, got {status}"));
+                        }
+                        let want_ct = header(&t["response"]["headers"], "content-type")
+                            .unwrap_or("")
+                            .to_string();
+                        if want_ct != ct {
+                            diffs.push(format!("content-type {want_ct:?} expected, got {ct:?}"));
+                        }
+                        let want =
+                            body_value(&want_ct, t["response"]["body"].as_str().unwrap_or(""));
+                        let got = body_value(&ct, &body);
+                        compare("body", &want, &got, &mut diffs);
                     }
-                    let want_status = t["response"]["status"].as_u64().unwrap_or(0) as u16;
-                    if status != want_status {
-                        diffs.push(format!("status {want_status} expected, got {status}"));
-                    }
-                    let want_ct = header(&t["response"]["headers"], "content-type")
-                        .unwrap_or("")
-                        .to_string();
-                    if want_ct != ct {
-                        diffs.push(format!("content-type {want_ct:?} expected, got {ct:?}"));
-                    }
-                    let want = body_value(&want_ct, t["response"]["body"].as_str().unwrap_or(""));
-                    let got = body_value(&ct, &body);
-                    compare("body", &want, &got, &mut diffs);
-                }
-                Err(e) => diffs.push(format!("request failed: {e}")),
+                    Err(e) => diffs.push(format!("request failed: {e}")),
+                },
             }
             fixtures_after(&name, &mut held);
+            // Webhooks the recording saw arrive while this call ran (07_23: one per try).
+            if let Some(want) = t["webhook_deliveries_during_this_call"].as_array() {
+                let got = receiver.got.lock().unwrap().clone();
+                let sent = &got[webhooks_before.min(got.len())..];
+                if sent.len() != want.len() {
+                    diffs.push(format!(
+                        "{} webhooks expected during the call, {} sent",
+                        want.len(),
+                        sent.len()
+                    ));
+                }
+                for (i, (w, (_, body))) in want.iter().zip(sent).enumerate() {
+                    let w: Value = serde_json::from_str(w["body"].as_str().unwrap_or("null"))
+                        .unwrap_or(Value::Null);
+                    let g: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+                    compare(&format!("webhook[{i}]"), &w, &g, &mut diffs);
+                }
+            }
             // Webhooks are sent while the call runs; give slow receivers' timeouts a moment.
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
@@ -426,7 +449,7 @@ fn fixtures_before(
     clock: &ManualClock,
     held: &mut Option<PendingCommit>,
 ) {
-    use switchyard_odoo_sim::faults::Faults;
+    use switchyard_odoo_sim::faults::{Faults, LockedRow};
     let at = |s: &str| -> DateTime<Utc> { s.parse().unwrap() };
     match name {
         // An unrecorded call (JSON-RPC id 11) created partner 13, which 02_11 deletes.
@@ -463,7 +486,36 @@ fn fixtures_before(
             );
             clock.set(now);
         }
-        // Another transaction keeps updating the order: every retry conflicts.
+        // The recording made its concurrency targets off the record: partner 20 (07_21),
+        // order 12 (07_23, before the note rule of 07_22 existed), partner 21 (09_03).
+        // An odoo-bin shell then held partner 20 updated for 5 s: the RPC's first try
+        // conflicts and is retried.
+        "07_21_concurrent_write_retried_ok" => {
+            create_off_record(
+                sim,
+                "res.partner",
+                20,
+                json!({"name": "Concurrency target"}),
+            );
+            sim.set_faults(Faults {
+                locked_rows: vec![LockedRow {
+                    model: "res.partner".into(),
+                    id: 20,
+                    conflicts: 1,
+                }],
+                ..Faults::default()
+            });
+        }
+        "07_22_conc_create_note_webhook_rule" => {
+            let now = clock.now();
+            clock.set(at("2026-11-23T18:11:01.100000Z"));
+            create_off_record(sim, "sale.order", 12, json!({"partner_id": 19}));
+            clock.set(now);
+        }
+        "09_03_concurrent_rpc_writes_same_record" => {
+            create_off_record(sim, "res.partner", 21, json!({"name": "Race target"}));
+        }
+        // Another transaction keeps updating the record: every retry conflicts.
         "07_23_concurrent_write_retries_exhausted"
         | "09_05_xmlrpc_serialization_failure_exhausted" => sim.set_faults(Faults {
             serialization_failures: 1,
@@ -473,11 +525,75 @@ fn fixtures_before(
     }
 }
 
+/// Create a record the recording made outside the recorded calls, with its recorded id.
+fn create_off_record(sim: &Simulator, model: &str, id: i64, vals: Value) {
+    sim.set_next_id(model, id);
+    let (r, _) = sim.transact(2, Default::default(), |env| {
+        let vals = vals.as_object().cloned().unwrap_or_default();
+        env.create(model, vec![vals])
+    });
+    assert_eq!(r.unwrap(), vec![id], "{model} {id} created off the record");
+}
+
 fn fixtures_after(name: &str, held: &mut Option<PendingCommit>) {
     if name == "04_10_write_date_late_commit_poll_1"
         && let Some(p) = held.take()
     {
         p.commit();
+    }
+}
+
+/// "Two simultaneous requests" (09_03): clients A and B write the same record at once.
+/// B goes first and A a moment later, so A is the last writer, as recorded.
+async fn send_race(
+    http: &reqwest::Client,
+    base: &str,
+    t: &Value,
+    want: &serde_json::Map<String, Value>,
+    diffs: &mut Vec<String>,
+) {
+    let template = t["request"]["body"]
+        .as_str()
+        .unwrap_or("")
+        .split_once(": ")
+        .map(|(_, b)| b.replace("<PASSWORD>", PASSWORD))
+        .unwrap_or_default();
+    let url = format!("{base}{}", t["request"]["path"].as_str().unwrap_or("/"));
+    let one = |client: &str, delay_ms: u64| {
+        let id = want[client]["id"].clone();
+        let body = template
+            .replace("A|B", client)
+            .replace("\"id\": N", &format!("\"id\": {id}"));
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+            let r = http
+                .post(url)
+                .header("Content-Type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = r.status().as_u16();
+            let text = r.text().await.map_err(|e| e.to_string())?;
+            Ok::<_, String>((status, text))
+        }
+    };
+    let (b, a) = tokio::join!(one("B", 0), one("A", 20));
+    for (client, got) in [("A", a), ("B", b)] {
+        match got {
+            Ok((status, text)) => {
+                let want_status = t["response"]["status"].as_u64().unwrap_or(0) as u16;
+                if status != want_status {
+                    diffs.push(format!(
+                        "{client}: status {want_status} expected, got {status}"
+                    ));
+                }
+                let got: Value = serde_json::from_str(&text).unwrap_or(json!({"text": text}));
+                compare(&format!("body[{client}]"), &want[client], &got, diffs);
+            }
+            Err(e) => diffs.push(format!("{client}: request failed: {e}")),
+        }
     }
 }
 
