@@ -18,6 +18,16 @@ fn f(name: &'static str, ty: FieldType) -> FieldDef {
     }
 }
 
+/// A field with Odoo's label (`string`), where messages quote it (import errors).
+fn labelled(name: &'static str, ty: FieldType, string: &'static str) -> FieldDef {
+    FieldDef {
+        name,
+        ty,
+        required: false,
+        string,
+    }
+}
+
 fn req(name: &'static str, ty: FieldType, string: &'static str) -> FieldDef {
     FieldDef {
         name,
@@ -61,14 +71,15 @@ pub fn registry() -> Registry {
             f("function", Char),
             f("is_company", Boolean),
             f("active", Boolean),
-            f(
+            labelled(
                 "type",
                 Selection(vec!["contact", "invoice", "delivery", "other"]),
+                "Address Type",
             ),
-            f("parent_id", Many2one("res.partner")),
+            labelled("parent_id", Many2one("res.partner"), "Related Company"),
             f("child_ids", One2many("res.partner", "parent_id")),
             f("company_id", Many2one("res.company")),
-            f("category_id", Many2many("res.partner.category")),
+            labelled("category_id", Many2many("res.partner.category"), "Tags"),
             f("country_id", Many2one("res.country")),
             f("user_id", Many2one("res.users")),
             f("customer_rank", Integer),

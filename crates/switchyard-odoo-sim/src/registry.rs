@@ -25,6 +25,11 @@ pub trait Behaviour: Send + Sync {
     fn check(&self, _env: &Env, _ids: &[Id]) -> OResult<()> {
         Ok(())
     }
+    /// A `create` that updates an existing record instead and returns its id (stock.quant
+    /// in inventory mode: the quant of the same product and location, 08_11).
+    fn create_existing(&self, _env: &mut Env, _vals: &Map<String, Value>) -> OResult<Option<Id>> {
+        Ok(None)
+    }
     fn after_create(&self, _env: &mut Env, _id: Id) -> OResult<()> {
         Ok(())
     }
@@ -155,7 +160,8 @@ impl<'a> Env<'a> {
             } else {
                 "modify"
             };
-            let group = if model == "res.users" {
+            // ir.model.data is writable by group_erp_manager (10_038).
+            let group = if model == "res.users" || model == "ir.model.data" {
                 "Administration/Access Rights"
             } else {
                 "Administration/Settings"
@@ -413,6 +419,10 @@ impl<'a> Env<'a> {
         let def = reg.model(model)?;
         let mut ids = Vec::new();
         for mut vals in vals_list {
+            if let Some(id) = reg.behaviour(model).create_existing(self, &vals)? {
+                ids.push(id);
+                continue;
+            }
             reg.behaviour(model).defaults(self, &mut vals)?;
             let id = self.next_id(model);
             let mut rec = Record::new();
