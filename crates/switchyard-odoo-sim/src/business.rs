@@ -221,6 +221,7 @@ pub fn register(r: &mut Registry) {
                 f("raw_material_production_id", Many2one("mrp.production")),
                 f("production_id", Many2one("mrp.production")),
                 f("move_line_ids", One2many("stock.move.line", "move_id")),
+                f("is_inventory", Boolean),
             ],
         ),
         Box::new(Plain),

@@ -10,6 +10,8 @@ use serde_json::{Map, Value, json};
 const STOCK: Id = 8;
 const CUSTOMERS: Id = 5;
 const PRODUCTION: Id = 9;
+/// Virtual Locations/Inventory adjustment.
+const INVENTORY_LOSS: Id = 6;
 
 /// On-hand quantity of a product in internal locations.
 pub fn on_hand(env: &Env, product: Id) -> f64 {
@@ -44,7 +46,42 @@ fn add_stock(env: &mut Env, product: Id, location: Id, delta: f64) {
 
 pub struct Quant;
 
+fn inventory_mode(env: &Env) -> bool {
+    env.ctx.get("inventory_mode") == Some(&json!(true))
+}
+
 impl Behaviour for Quant {
+    fn create_existing(&self, env: &mut Env, vals: &Map<String, Value>) -> OResult<Option<Id>> {
+        // Odoo: in inventory mode, counting a product where a quant already exists sets
+        // the count on that quant (same product, location and lot) and returns it.
+        if !inventory_mode(env) || !vals.contains_key("inventory_quantity") {
+            return Ok(None);
+        }
+        let key = |k: &str| vals.get(k).and_then(Value::as_i64);
+        let existing = env
+            .find("stock.quant", "product_id", &json!(key("product_id")))
+            .into_iter()
+            .find(|q| {
+                env.get_i64("stock.quant", *q, "location_id") == key("location_id")
+                    && env.get_i64("stock.quant", *q, "lot_id") == key("lot_id")
+            });
+        let Some(q) = existing else {
+            return Ok(None);
+        };
+        let counted = vals.get("inventory_quantity").and_then(Value::as_f64);
+        env.put("stock.quant", q, "inventory_quantity", json!(counted));
+        env.put("stock.quant", q, "inventory_quantity_set", json!(true));
+        Ok(Some(q))
+    }
+
+    fn defaults(&self, _env: &mut Env, vals: &mut Map<String, Value>) -> OResult<()> {
+        if vals.contains_key("inventory_quantity") {
+            vals.insert("inventory_quantity_set".into(), json!(true));
+        }
+        vals.entry("quantity").or_insert(json!(0.0));
+        Ok(())
+    }
+
     fn call(
         &self,
         env: &mut Env,
@@ -56,7 +93,30 @@ impl Behaviour for Quant {
         (method == "action_apply_inventory").then(|| {
             for q in ids {
                 let target = env.get_f64("stock.quant", q, "inventory_quantity");
+                let delta = target - env.get_f64("stock.quant", q, "quantity");
+                let product = env.get_i64("stock.quant", q, "product_id").unwrap_or(0);
+                let location = env.get_i64("stock.quant", q, "location_id").unwrap_or(STOCK);
+                // The adjustment is a done move from (or to) the inventory-loss location;
+                // it takes a stock.move id like any other move (05_12 reads move 2).
+                if delta != 0.0 {
+                    let (from, to) = if delta > 0.0 {
+                        (INVENTORY_LOSS, location)
+                    } else {
+                        (location, INVENTORY_LOSS)
+                    };
+                    let mv = env.insert("stock.move", json!({
+                        "name": "Product Quantity Updated", "product_id": product, "product_uom_qty": delta.abs(),
+                        "quantity": delta.abs(), "picked": true, "state": "done", "location_id": from,
+                        "location_dest_id": to, "is_inventory": true,
+                    }));
+                    env.insert(
+                        "stock.move.line",
+                        json!({"move_id": mv, "product_id": product, "quantity": delta.abs(), "picked": true}),
+                    );
+                    add_stock(env, product, INVENTORY_LOSS, -delta);
+                }
                 env.put("stock.quant", q, "quantity", json!(target));
+                env.put("stock.quant", q, "inventory_quantity", json!(0.0));
                 env.put("stock.quant", q, "inventory_quantity_set", json!(false));
             }
             // Returns None: JSON-RPC omits "result", XML-RPC faults after commit (05_04, 08_12).
@@ -325,6 +385,61 @@ impl Behaviour for SmsWizard {
 
 pub struct Production;
 
+/// Odoo 18 creates a manufacturing order's moves with the draft order: one per BoM
+/// component and one for the finished product (07_04 reads them before confirmation).
+fn production_moves(env: &mut Env, mo: Id) {
+    let qty = env.get_f64("mrp.production", mo, "product_qty");
+    let product = env.get_i64("mrp.production", mo, "product_id").unwrap_or(0);
+    let name = env.get_str("mrp.production", mo, "name");
+    if let Some(bom) = env.get_i64("mrp.production", mo, "bom_id") {
+        let per = env.get_f64("mrp.bom", bom, "product_qty").max(1.0);
+        for line in env.o2m_ids("mrp.bom.line", "bom_id", bom) {
+            let comp = env.get_i64("mrp.bom.line", line, "product_id").unwrap_or(0);
+            let need = env.get_f64("mrp.bom.line", line, "product_qty") * qty / per;
+            env.insert("stock.move", json!({"name": name, "product_id": comp, "product_uom_qty": need,
+                "quantity": 0.0, "picked": false, "state": "draft", "raw_material_production_id": mo,
+                "location_id": STOCK, "location_dest_id": PRODUCTION}));
+        }
+    }
+    env.insert(
+        "stock.move",
+        json!({"name": name, "product_id": product, "product_uom_qty": qty,
+        "quantity": 0.0, "picked": false, "state": "draft", "production_id": mo,
+        "location_id": PRODUCTION, "location_dest_id": STOCK}),
+    );
+}
+
+/// `button_mark_done`: consume the components, produce the product (all of it when
+/// `qty_producing` is 0, 07_08), no wizard.
+fn mark_done(env: &mut Env, mo: Id) {
+    let mut qty = env.get_f64("mrp.production", mo, "qty_producing");
+    if qty <= 0.0 {
+        qty = env.get_f64("mrp.production", mo, "product_qty");
+    }
+    for m in env.o2m_ids("stock.move", "raw_material_production_id", mo) {
+        let product = env.get_i64("stock.move", m, "product_id").unwrap_or(0);
+        let need = env.get_f64("stock.move", m, "product_uom_qty");
+        add_stock(env, product, STOCK, -need);
+        add_stock(env, product, PRODUCTION, need);
+        env.put("stock.move", m, "quantity", json!(need));
+        env.put("stock.move", m, "picked", json!(true));
+        env.put("stock.move", m, "state", json!("done"));
+    }
+    for m in env.o2m_ids("stock.move", "production_id", mo) {
+        let product = env.get_i64("stock.move", m, "product_id").unwrap_or(0);
+        add_stock(env, product, PRODUCTION, -qty);
+        add_stock(env, product, STOCK, qty);
+        env.put("stock.move", m, "quantity", json!(qty));
+        env.put("stock.move", m, "picked", json!(true));
+        env.put("stock.move", m, "state", json!("done"));
+    }
+    let now = datetime_out(&env.now);
+    env.put("mrp.production", mo, "qty_producing", json!(qty));
+    env.put("mrp.production", mo, "state", json!("done"));
+    env.put("mrp.production", mo, "reservation_state", Value::Null);
+    env.put("mrp.production", mo, "date_finished", json!(now));
+}
+
 impl Behaviour for Production {
     fn defaults(&self, env: &mut Env, vals: &mut Map<String, Value>) -> OResult<()> {
         if !vals.contains_key("name") {
@@ -333,21 +448,35 @@ impl Behaviour for Production {
         }
         vals.entry("state").or_insert(json!("draft"));
         vals.entry("product_qty").or_insert(json!(1.0));
+        vals.entry("qty_producing").or_insert(json!(0.0));
+        let start =
+            chrono::NaiveDateTime::parse_from_str(&datetime_out(&env.now), "%Y-%m-%d %H:%M:%S")
+                .map_err(|e| Exc::value(e.to_string()))?;
+        vals.entry("date_start")
+            .or_insert(json!(start.format("%Y-%m-%d %H:%M:%S").to_string()));
+        // Planned end: start plus the default one-hour duration.
+        vals.entry("date_finished").or_insert(json!(
+            (start + chrono::Duration::hours(1))
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string()
+        ));
         if !vals.contains_key("bom_id") {
             let product = vals.get("product_id").and_then(Value::as_i64).unwrap_or(0);
+            let tmpl = env.get_i64("product.product", product, "product_tmpl_id");
             let bom = env
-                .find("mrp.bom", "product_tmpl_id", &json!(product))
+                .find("mrp.bom", "product_id", &json!(product))
                 .into_iter()
-                .next()
-                .or_else(|| {
-                    env.find("mrp.bom", "product_id", &json!(product))
-                        .into_iter()
-                        .next()
-                });
+                .chain(env.find("mrp.bom", "product_tmpl_id", &json!(tmpl)))
+                .find(|b| env.get("mrp.bom", *b, "active") != json!(false));
             if let Some(b) = bom {
                 vals.insert("bom_id".into(), json!(b));
             }
         }
+        Ok(())
+    }
+
+    fn after_create(&self, env: &mut Env, id: Id) -> OResult<()> {
+        production_moves(env, id);
         Ok(())
     }
 
@@ -362,59 +491,40 @@ impl Behaviour for Production {
         Some(match method {
             "action_confirm" => {
                 for mo in ids {
-                    let qty = env.get_f64("mrp.production", mo, "product_qty");
-                    let product = env.get_i64("mrp.production", mo, "product_id").unwrap_or(0);
-                    if let Some(bom) = env.get_i64("mrp.production", mo, "bom_id") {
-                        let per = env.get_f64("mrp.bom", bom, "product_qty").max(1.0);
-                        let mut all = true;
-                        for line in env.o2m_ids("mrp.bom.line", "bom_id", bom) {
-                            let comp = env.get_i64("mrp.bom.line", line, "product_id").unwrap_or(0);
-                            let need = env.get_f64("mrp.bom.line", line, "product_qty") * qty / per;
-                            let reserved = need.min(on_hand(env, comp).max(0.0));
-                            all &= reserved >= need;
-                            env.insert("stock.move", json!({"name": env.get_str("mrp.production", mo, "name"), "product_id": comp,
-                                "product_uom_qty": need, "quantity": reserved, "picked": false,
-                                "state": if reserved >= need { "assigned" } else { "confirmed" },
-                                "raw_material_production_id": mo, "location_id": STOCK, "location_dest_id": PRODUCTION}));
-                        }
-                        env.put(
-                            "mrp.production",
-                            mo,
-                            "reservation_state",
-                            json!(if all { "assigned" } else { "confirmed" }),
-                        );
+                    if env.get_str("mrp.production", mo, "state") != "draft" {
+                        continue;
                     }
-                    env.insert("stock.move", json!({"name": env.get_str("mrp.production", mo, "name"), "product_id": product,
-                        "product_uom_qty": qty, "quantity": 0.0, "picked": false, "state": "confirmed", "production_id": mo,
-                        "location_id": PRODUCTION, "location_dest_id": STOCK}));
+                    let mut all = true;
+                    for m in env.o2m_ids("stock.move", "raw_material_production_id", mo) {
+                        let comp = env.get_i64("stock.move", m, "product_id").unwrap_or(0);
+                        let need = env.get_f64("stock.move", m, "product_uom_qty");
+                        let reserved = need.min(on_hand(env, comp).max(0.0));
+                        all &= reserved >= need;
+                        env.put("stock.move", m, "quantity", json!(reserved));
+                        let state = if reserved >= need {
+                            "assigned"
+                        } else {
+                            "confirmed"
+                        };
+                        env.put("stock.move", m, "state", json!(state));
+                    }
+                    for m in env.o2m_ids("stock.move", "production_id", mo) {
+                        env.put("stock.move", m, "state", json!("confirmed"));
+                    }
+                    let reservation = if all { "assigned" } else { "confirmed" };
+                    env.put(
+                        "mrp.production",
+                        mo,
+                        "reservation_state",
+                        json!(reservation),
+                    );
                     env.put("mrp.production", mo, "state", json!("confirmed"));
                 }
                 Ok(json!(true))
             }
             "button_mark_done" => {
                 for mo in ids {
-                    let qty = env.get_f64("mrp.production", mo, "product_qty");
-                    for m in env.o2m_ids("stock.move", "raw_material_production_id", mo) {
-                        let product = env.get_i64("stock.move", m, "product_id").unwrap_or(0);
-                        let need = env.get_f64("stock.move", m, "product_uom_qty");
-                        add_stock(env, product, STOCK, -need);
-                        env.put("stock.move", m, "quantity", json!(need));
-                        env.put("stock.move", m, "state", json!("done"));
-                    }
-                    for m in env.o2m_ids("stock.move", "production_id", mo) {
-                        let product = env.get_i64("stock.move", m, "product_id").unwrap_or(0);
-                        add_stock(env, product, STOCK, qty);
-                        env.put("stock.move", m, "quantity", json!(qty));
-                        env.put("stock.move", m, "state", json!("done"));
-                    }
-                    env.put("mrp.production", mo, "qty_producing", json!(qty));
-                    env.put("mrp.production", mo, "state", json!("done"));
-                    env.put(
-                        "mrp.production",
-                        mo,
-                        "date_finished",
-                        json!(env.now.clone()),
-                    );
+                    mark_done(env, mo);
                 }
                 Ok(json!(true))
             }

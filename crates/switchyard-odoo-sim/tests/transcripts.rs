@@ -510,6 +510,31 @@ fn fixtures_before(
                 ..Faults::default()
             });
         }
+        // The MRP component SW-CLIP (product 2) with 20 units counted in WH/Stock.
+        "07_01_mrp_create_finished_product" => {
+            create_off_record(
+                sim,
+                "product.product",
+                2,
+                json!({"name": "Steel Rail Clip", "default_code": "SW-CLIP", "type": "consu", "is_storable": true}),
+            );
+            let mut ctx = serde_json::Map::new();
+            ctx.insert("inventory_mode".into(), json!(true));
+            let (r, _) = sim.transact(2, ctx, |env| {
+                let vals = json!({"product_id": 2, "location_id": 8, "inventory_quantity": 20});
+                let q = env.create("stock.quant", vec![vals.as_object().unwrap().clone()])?;
+                switchyard_odoo_sim::methods::call_kw(
+                    env,
+                    "stock.quant",
+                    "action_apply_inventory",
+                    &[json!(q)],
+                    &serde_json::Map::new(),
+                )
+            });
+            r.unwrap();
+        }
+        // Stock moves 5 and 6 were taken off the record; the order's moves are 7 and 8.
+        "07_03_mrp_production_create" => sim.set_next_id("stock.move", 7),
         "07_22_conc_create_note_webhook_rule" => {
             let now = clock.now();
             clock.set(at("2026-11-23T18:11:01.100000Z"));
