@@ -244,6 +244,11 @@ async fn xmlrpc_serve(
         Err(r) => return r,
     };
     match outcome.result {
+        // Python's marshaller refuses a dict keyed by record ids (10_035).
+        Ok(v) if crate::import::int_keyed_result(&service, &params, &v) => xml(fault_xml(
+            &Exc::type_error("dictionary key must be string"),
+            legacy,
+        )),
         Ok(v) => match xmlrpc::encode_response(&v) {
             Ok(body) => xml(body),
             // Odoo committed, then failed to marshal None (01_33): a fault after the effect.

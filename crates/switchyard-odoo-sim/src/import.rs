@@ -161,8 +161,23 @@ pub fn get_external_id(env: &mut Env, model: &str, ids: &[Id]) -> OResult<Value>
             .unwrap_or_default();
         out.insert(id.to_string(), json!(xid));
     }
-    // An int-keyed dict in Python: XML-RPC cannot marshal it (10_035).
+    // An int-keyed dict in Python: XML-RPC cannot marshal it (see `int_keyed_result`).
     Ok(Value::Object(out))
+}
+
+/// Methods whose Python result is a dict keyed by record id (`{22: "module.name"}`).
+const INT_KEYED_RESULTS: [&str; 1] = ["get_external_id"];
+
+/// Whether an `object` service call's result is a non-empty dict with integer keys in
+/// Python: JSON-RPC sends the keys as strings (10_108), XML-RPC cannot marshal it at all
+/// (fault 1, `TypeError: dictionary key must be string`, 10_035).
+pub fn int_keyed_result(service: &str, params: &[Value], result: &Value) -> bool {
+    service == "object"
+        && params
+            .get(4)
+            .and_then(Value::as_str)
+            .is_some_and(|m| INT_KEYED_RESULTS.contains(&m))
+        && result.as_object().is_some_and(|m| !m.is_empty())
 }
 
 /// The UTC offset (seconds) of an IANA timezone at a moment, for the zones clients send in
