@@ -232,6 +232,8 @@ struct Loader {
     batch_xids: BTreeSet<String>,
     ids: Vec<Id>,
     messages: Vec<Value>,
+    /// Warnings of the field being converted (message, moreinfo).
+    warnings: Vec<(String, Option<Value>)>,
 }
 
 impl Loader {
@@ -242,6 +244,7 @@ impl Loader {
             batch_xids: BTreeSet::new(),
             ids: Vec::new(),
             messages: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
@@ -260,12 +263,18 @@ impl Loader {
                 ("", _) => {}
                 (_, cell) => {
                     let field = def.field(&name).expect("extracted");
-                    match self.convert_field(env, &model, field, cell) {
+                    let converted = self.convert_field(env, &model, field, cell);
+                    for (msg, more) in std::mem::take(&mut self.warnings) {
+                        self.messages
+                            .push(row_message(info, field, "warning", msg, more));
+                    }
+                    match converted {
                         Ok(v) => {
                             vals.insert(name, v);
                         }
                         Err(ConvError::Message(msg, more)) => {
-                            self.messages.push(row_message(info, field, msg, more));
+                            self.messages
+                                .push(row_message(info, field, "error", msg, more));
                         }
                         Err(ConvError::Fault(e)) => return Err(e),
                     }
@@ -322,16 +331,16 @@ impl Loader {
     ) -> Conv<Value> {
         match cell {
             Cell::Value(v) if !truthy(&v) => Ok(json!(false)),
-            Cell::Value(v) => convert_scalar(env, field, &v),
+            Cell::Value(v) => convert_scalar(env, field, &v, &mut self.warnings),
             Cell::Sub(subs) if subs.is_empty() => Ok(json!(false)),
             Cell::Sub(subs) => match &field.ty {
                 Many2one(comodel) => {
-                    let (subfield, value) = referencing(&subs[0])?;
+                    let (subfield, value) = referencing(field, &subs[0])?;
                     let id = self.db_id_for(env, comodel, field, &subfield, &value)?;
                     Ok(id.map_or(json!(false), |i| json!(i)))
                 }
                 Many2many(comodel) => {
-                    let (subfield, value) = referencing(&subs[0])?;
+                    let (subfield, value) = referencing(field, &subs[0])?;
                     let mut ids = Vec::new();
                     for reference in value.split(',') {
                         if let Some(id) =
@@ -450,7 +459,18 @@ impl Loader {
                 if comodel == self.model {
                     self.flush(env)?;
                 }
-                ("name", name_search_first(env, comodel, value)?)
+                let found = name_search(env, comodel, value)?;
+                if found.len() > 1 {
+                    self.warnings.push((
+                        format!(
+                            "Found multiple matches for value '{value}' in field '{}' ({} matches)",
+                            field.string,
+                            found.len()
+                        ),
+                        None,
+                    ));
+                }
+                ("name", found.first().copied())
             }
         };
         match found {
@@ -668,11 +688,12 @@ fn info_map((from, to, record): (usize, usize, usize)) -> Map<String, Value> {
 fn row_message(
     info: (usize, usize, usize),
     field: &FieldDef,
+    kind: &str,
     message: String,
     moreinfo: Option<Value>,
 ) -> Value {
     let mut m = info_map(info);
-    m.insert("type".into(), json!("error"));
+    m.insert("type".into(), json!(kind));
     m.insert("field".into(), json!(field.name));
     m.insert("message".into(), json!(message));
     if let Some(more) = moreinfo {
@@ -701,6 +722,22 @@ fn truthy_str(s: &str) -> bool {
     )
 }
 
+/// The words `_str_to_boolean` knows (English, and French since fr_FR is installed).
+fn is_boolean_word(s: &str) -> bool {
+    matches!(
+        s.to_lowercase().as_str(),
+        "" | "0" | "1" | "true" | "false" | "yes" | "no" | "vrai" | "faux" | "oui" | "non"
+    )
+}
+
+/// `fields.Date.to_date`: the first ten characters as `YYYY-MM-DD`.
+fn parse_import_date(s: &str) -> Option<String> {
+    let head = s.get(..10.min(s.len()))?;
+    chrono::NaiveDate::parse_from_str(head, "%Y-%m-%d")
+        .ok()
+        .map(|d| d.format("%Y-%m-%d").to_string())
+}
+
 /// An external id without a module belongs to `__import__` (10_002).
 fn qualify(xid: &str) -> String {
     if xid.contains('.') {
@@ -718,7 +755,7 @@ fn split_xid(xid: &str) -> (String, String) {
 }
 
 /// `_referencing_subfield`: which of name / external id / database id a sub-record uses.
-fn referencing(rec: &Rec) -> Conv<(String, String)> {
+fn referencing(field: &FieldDef, rec: &Rec) -> Conv<(String, String)> {
     let present: Vec<(&String, &Cell)> = rec.iter().map(|(n, c)| (n, c)).collect();
     if present.iter().any(|(n, _)| !is_reference(n)) {
         return Err(ConvError::Message(
@@ -728,7 +765,10 @@ fn referencing(rec: &Rec) -> Conv<(String, String)> {
     }
     if present.len() > 1 {
         return Err(ConvError::Message(
-            "Ambiguous specification for field, only provide one of name, external id or database id".into(),
+            format!(
+                "Ambiguous specification for field '{}', only provide one of name, external id or database id",
+                field.string
+            ),
             None,
         ));
     }
@@ -740,30 +780,48 @@ fn referencing(rec: &Rec) -> Conv<(String, String)> {
     Ok((name.clone(), value))
 }
 
-/// The first record `name_search(value, operator='=')` finds.
-fn name_search_first(env: &mut Env, model: &str, value: &str) -> OResult<Option<Id>> {
+/// The records `name_search(value, operator='=')` finds.
+fn name_search(env: &mut Env, model: &str, value: &str) -> OResult<Vec<Id>> {
     let mut kwargs = Map::new();
     kwargs.insert("name".into(), json!(value));
     kwargs.insert("operator".into(), json!("="));
     let found = crate::methods::call_kw(env, model, "name_search", &[], &kwargs)?;
     Ok(found
         .as_array()
-        .and_then(|a| a.first())
-        .and_then(|pair| pair.get(0))
-        .and_then(Value::as_i64))
+        .map(|a| {
+            a.iter()
+                .filter_map(|pair| pair.get(0).and_then(Value::as_i64))
+                .collect()
+        })
+        .unwrap_or_default())
 }
 
 /// A non-empty plain cell converted for its field type (`_str_to_<type>`).
-fn convert_scalar(env: &Env, field: &FieldDef, v: &Value) -> Conv<Value> {
-    if let (Boolean, Value::Bool(_)) = (&field.ty, v) {
-        return Err(ConvError::Fault(Exc::attribute(
-            "'bool' object has no attribute 'lower'",
-        )));
+fn convert_scalar(
+    env: &Env,
+    field: &FieldDef,
+    v: &Value,
+    warnings: &mut Vec<(String, Option<Value>)>,
+) -> Conv<Value> {
+    // `value.lower()` on a cell that is not a string (10_018).
+    if field.ty == Boolean && !v.is_string() {
+        return Err(ConvError::Fault(Exc::attribute(format!(
+            "'{}' object has no attribute 'lower'",
+            py_type(v)
+        ))));
     }
     let s = cell_str(v);
     let label = field.string;
     Ok(match &field.ty {
-        Boolean => json!(truthy_str(&s)),
+        Boolean => {
+            if !is_boolean_word(&s) {
+                warnings.push((
+                    format!("Unknown value '{s}' for boolean field '{label}', assuming 'yes'"),
+                    Some(json!("Use '1' for yes and '0' for no")),
+                ));
+            }
+            json!(truthy_str(&s))
+        }
         Integer => json!(s.trim().parse::<i64>().map_err(|_| ConvError::Message(
             format!("'{s}' does not seem to be an integer for field '{label}'"),
             None
@@ -786,17 +844,12 @@ fn convert_scalar(env: &Env, field: &FieldDef, v: &Value) -> Conv<Value> {
                 ));
             }
         },
-        Date => json!(
-            parse_date_in(&s)
-                .ok()
-                .filter(|d| d.len() == s.len())
-                .ok_or_else(|| {
-                    ConvError::Message(
-                        format!("'{s}' does not seem to be a valid date for field '{label}'"),
-                        Some(json!("Use the format '2012-12-31'")),
-                    )
-                })?
-        ),
+        Date => json!(parse_import_date(&s).ok_or_else(|| {
+            ConvError::Message(
+                format!("'{s}' does not seem to be a valid date for field '{label}'"),
+                Some(json!("Use the format '2012-12-31'")),
+            )
+        })?),
         Datetime => json!(import_datetime(env, &s).ok_or_else(|| {
             ConvError::Message(
                 format!("'{s}' does not seem to be a valid datetime for field '{label}'"),
@@ -849,4 +902,104 @@ fn possible_values(res_model: &str, for_model: Option<&str>) -> Value {
         v["domain"] = json!([["model", "=", m]]);
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{SimConfig, Simulator};
+    use serde_json::{Map, Value, json};
+    use std::sync::Arc;
+    use switchyard_core::clock::SystemClock;
+
+    fn load(sim: &Simulator, fields: Value, rows: Value) -> Value {
+        sim.call_as(2, "res.partner", "load", vec![fields, rows], Map::new())
+            .result
+            .unwrap()
+    }
+
+    fn names_like(sim: &Simulator, pattern: &str) -> Vec<Value> {
+        let mut kw = Map::new();
+        kw.insert("fields".into(), json!(["name", "parent_id"]));
+        let r = sim.call_as(
+            2,
+            "res.partner",
+            "search_read",
+            vec![json!([["name", "like", pattern]])],
+            kw,
+        );
+        r.result.unwrap().as_array().cloned().unwrap_or_default()
+    }
+
+    fn sim() -> Simulator {
+        Simulator::new(SimConfig::instant(), Arc::new(SystemClock))
+    }
+
+    #[test]
+    fn unknown_boolean_word_is_a_warning_and_loads() {
+        let sim = sim();
+        let r = load(
+            &sim,
+            json!(["name", "is_company"]),
+            json!([["Warned Co", "maybe"]]),
+        );
+        assert_eq!(r["ids"].as_array().map(Vec::len), Some(1));
+        assert_eq!(r["messages"][0]["type"], "warning");
+        assert_eq!(
+            r["messages"][0]["message"],
+            "Unknown value 'maybe' for boolean field 'Is a Company', assuming 'yes'"
+        );
+    }
+
+    #[test]
+    fn same_xid_twice_is_one_record_last_row_wins() {
+        let sim = sim();
+        let r = load(
+            &sim,
+            json!(["id", "name"]),
+            json!([["t.dup", "Dup First"], ["t.dup", "Dup Second"]]),
+        );
+        let ids = r["ids"].as_array().unwrap();
+        assert_eq!(ids[0], ids[1]);
+        let found = names_like(&sim, "Dup ");
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0]["name"], "Dup Second");
+    }
+
+    #[test]
+    fn references_see_earlier_rows_only() {
+        let sim = sim();
+        let fields = json!(["id", "name", "is_company", "parent_id/id"]);
+        let fwd = load(
+            &sim,
+            fields.clone(),
+            json!([
+                ["t.c1", "Fwd Child", "0", "t.p1"],
+                ["t.p1", "Fwd Parent", "1", ""]
+            ]),
+        );
+        assert_eq!(fwd["ids"], json!(false));
+        assert!(names_like(&sim, "Fwd").is_empty(), "rolled back");
+        let bwd = load(
+            &sim,
+            fields,
+            json!([
+                ["t.p2", "Bwd Parent", "1", ""],
+                ["t.c2", "Bwd Child", "0", "t.p2"]
+            ]),
+        );
+        assert_eq!(bwd["messages"], json!([]));
+    }
+
+    #[test]
+    fn one2many_sub_rows_append_children_on_reimport() {
+        let sim = sim();
+        let fields = json!(["id", "name", "child_ids/name"]);
+        let rows = json!([["t.co", "O2m Co", "Kid A"], ["", "", "Kid B"]]);
+        for expected_kids in [2, 4] {
+            let r = load(&sim, fields.clone(), rows.clone());
+            assert_eq!(r["ids"].as_array().map(Vec::len), Some(1));
+            let kids = names_like(&sim, "Kid ");
+            assert_eq!(kids.len(), expected_kids);
+        }
+    }
 }

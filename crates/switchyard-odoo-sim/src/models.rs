@@ -69,7 +69,7 @@ pub fn registry() -> Registry {
             f("website", Char),
             f("comment", Html),
             f("function", Char),
-            f("is_company", Boolean),
+            labelled("is_company", Boolean, "Is a Company"),
             f("active", Boolean),
             labelled(
                 "type",
