@@ -86,7 +86,7 @@ fn json_response(body: String) -> Response {
 
 /// A response whose body fails after the headers: the client sees the connection drop
 /// (the "committed, but the response was lost" fault).
-fn lost_response() -> Response {
+pub(crate) fn lost_response() -> Response {
     let stream = futures::stream::iter(vec![Err::<Bytes, _>(std::io::Error::other(
         "response lost",
     ))]);
@@ -104,7 +104,7 @@ fn lost_response() -> Response {
 /// A commit that conflicts with another transaction re-runs the whole call, webhooks
 /// included, up to 5 tries (Odoo's `retrying`), then answers SerializationFailure.
 /// Returns `None` when the response must be lost.
-async fn serve_call(
+pub(crate) async fn serve_call(
     sim: &Simulator,
     object: bool,
     call: impl Fn() -> Outcome,

@@ -10,26 +10,35 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-/// The HTTP status JSON-2 uses for an exception.
+/// The HTTP status JSON-2 uses for an exception, as Odoo 19's `Json2RpcDispatcher` picks it:
+/// a `UserError`'s `http_status`, a werkzeug exception's code, 500 for anything else (a
+/// serialization failure included).
 pub fn status_for(exc: &Exc) -> StatusCode {
     match exc.short_name() {
-        "AccessDenied" => StatusCode::UNAUTHORIZED,
-        "AccessError" => StatusCode::FORBIDDEN,
-        "MissingError" => StatusCode::NOT_FOUND,
-        "UserError" | "ValidationError" => StatusCode::UNPROCESSABLE_ENTITY,
-        "SerializationFailure" => StatusCode::SERVICE_UNAVAILABLE,
-        "ValueError" | "TypeError" | "AttributeError" | "KeyError" => {
-            StatusCode::UNPROCESSABLE_ENTITY
-        }
+        "AccessDenied" | "AccessError" | "Forbidden" => StatusCode::FORBIDDEN,
+        "MissingError" | "NotFound" => StatusCode::NOT_FOUND,
+        "LockError" => StatusCode::CONFLICT,
+        "UserError" | "ValidationError" | "UnprocessableEntity" => StatusCode::UNPROCESSABLE_ENTITY,
+        "Unauthorized" => StatusCode::UNAUTHORIZED,
+        "BadRequest" => StatusCode::BAD_REQUEST,
+        // Arguments that do not bind to the method's signature: Odoo checks them before the
+        // call and answers `UnprocessableEntity`.
+        "TypeError" => StatusCode::UNPROCESSABLE_ENTITY,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
 fn error(exc: &Exc) -> Response {
+    // werkzeug exceptions are serialized as `(description, code)`.
+    let arguments = if exc.name.starts_with("werkzeug.exceptions.") {
+        json!([exc.message, status_for(exc).as_u16()])
+    } else {
+        exc.arguments()
+    };
     let body = pyjson::object(&[
         ("name", pyjson::dumps(&json!(exc.name))),
         ("message", pyjson::dumps(&json!(exc.message))),
-        ("arguments", pyjson::dumps(&exc.arguments())),
+        ("arguments", pyjson::dumps(&arguments)),
         ("context", "{}".into()),
         (
             "debug",
@@ -79,7 +88,11 @@ pub async fn serve(
         return error(&Exc::unknown_db(db));
     }
     let Some(uid) = key.as_deref().and_then(|k| sim.uid_for_api_key(k)) else {
-        return error(&Exc::access_denied());
+        // `_auth_method_bearer`, before any model code (the external API docs' example).
+        return error(&Exc::new(
+            "werkzeug.exceptions.Unauthorized",
+            "Invalid apikey",
+        ));
     };
     let params: Map<String, Value> =
         match serde_json::from_slice::<Value>(if body.is_empty() { b"{}" } else { body }) {
@@ -98,8 +111,13 @@ pub async fn serve(
     };
     let model = model.to_string();
     let name = name.to_string();
-    let outcome = sim.call_as(uid, &model, &name, args, kwargs);
-    crate::webhooks::send(&sim.inner.http, &outcome.effects).await;
+    // The same worker queue, simulated cost, faults and concurrency retries as RPC calls.
+    let call = || sim.call_as(uid, &model, &name, args.clone(), kwargs.clone());
+    let outcome = match crate::http::serve_call(sim, true, call).await {
+        Ok(Some(o)) => o,
+        Ok(None) => return crate::http::lost_response(),
+        Err(r) => return r,
+    };
     match outcome.result {
         Ok(v) => (
             StatusCode::OK,

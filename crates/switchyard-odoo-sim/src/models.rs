@@ -337,4 +337,16 @@ impl Behaviour for Users {
     fn compute(&self, env: &Env, id: Id, field: &str) -> Option<OResult<Value>> {
         (field == "name").then(|| Ok(json!(self.display_name(env, id).unwrap_or_default())))
     }
+    fn call(
+        &self,
+        env: &mut Env,
+        method: &str,
+        _ids: Vec<Id>,
+        _args: &[Value],
+        _kwargs: &Map<String, Value>,
+    ) -> Option<OResult<Value>> {
+        // `@api.model`: the caller's own context; JSON-2 clients read their uid from it
+        // (Odoo 19 external API docs, "Migrating from XML-RPC / JSON-RPC").
+        (method == "context_get").then(|| Ok(json!({"lang": "en_US", "tz": false, "uid": env.uid})))
+    }
 }
