@@ -730,3 +730,233 @@ pub fn next_name(env: &mut Env, key: &str, prefix: &str, width: usize) -> String
 pub fn user_error(msg: &str) -> Exc {
     Exc::user(msg)
 }
+
+/// What `fields_get` says about a field beyond its definition: Odoo's label, its real
+/// type when the simulator computes it, schema-level `required`/`readonly`, and the
+/// labels of a selection (08_23, 08_24).
+struct FieldInfo {
+    ty: Option<&'static str>,
+    string: Option<&'static str>,
+    required: Option<bool>,
+    readonly: Option<bool>,
+    selection: &'static [(&'static str, &'static str)],
+}
+
+const INFO: FieldInfo = FieldInfo {
+    ty: None,
+    string: None,
+    required: None,
+    readonly: None,
+    selection: &[],
+};
+
+fn field_info(model: &str, field: &str) -> FieldInfo {
+    match (model, field) {
+        (_, "create_date") => FieldInfo {
+            string: Some("Created on"),
+            ..INFO
+        },
+        (_, "write_date") => FieldInfo {
+            string: Some("Last Updated on"),
+            ..INFO
+        },
+        (_, "create_uid") => FieldInfo {
+            string: Some("Created by"),
+            ..INFO
+        },
+        (_, "write_uid") => FieldInfo {
+            string: Some("Last Updated by"),
+            ..INFO
+        },
+        (_, "display_name") => FieldInfo {
+            string: Some("Display Name"),
+            ..INFO
+        },
+        ("sale.order", "name") => FieldInfo {
+            string: Some("Order Reference"),
+            required: Some(true),
+            ..INFO
+        },
+        ("sale.order", "partner_id") => FieldInfo {
+            string: Some("Customer"),
+            required: Some(true),
+            ..INFO
+        },
+        ("sale.order", "client_order_ref") => FieldInfo {
+            string: Some("Customer Reference"),
+            ..INFO
+        },
+        ("sale.order", "state") => FieldInfo {
+            string: Some("Status"),
+            readonly: Some(true),
+            selection: &[
+                ("draft", "Quotation"),
+                ("sent", "Quotation Sent"),
+                ("sale", "Sales Order"),
+                ("cancel", "Cancelled"),
+            ],
+            ..INFO
+        },
+        ("sale.order", "date_order") => FieldInfo {
+            string: Some("Order Date"),
+            required: Some(true),
+            ..INFO
+        },
+        ("sale.order", "order_line") => FieldInfo {
+            string: Some("Order Lines"),
+            ..INFO
+        },
+        ("sale.order", "amount_untaxed") => FieldInfo {
+            ty: Some("monetary"),
+            string: Some("Untaxed Amount"),
+            ..INFO
+        },
+        ("sale.order", "amount_tax") => FieldInfo {
+            ty: Some("monetary"),
+            string: Some("Taxes"),
+            ..INFO
+        },
+        ("sale.order", "amount_total") => FieldInfo {
+            ty: Some("monetary"),
+            string: Some("Total"),
+            ..INFO
+        },
+        ("sale.order", "invoice_status") => FieldInfo {
+            ty: Some("selection"),
+            string: Some("Invoice Status"),
+            selection: &[
+                ("upselling", "Upselling Opportunity"),
+                ("invoiced", "Fully Invoiced"),
+                ("to invoice", "To Invoice"),
+                ("no", "Nothing to Invoice"),
+            ],
+            ..INFO
+        },
+        ("sale.order", "delivery_status") => FieldInfo {
+            ty: Some("selection"),
+            string: Some("Delivery Status"),
+            selection: &[
+                ("pending", "Not Delivered"),
+                ("started", "Started"),
+                ("partial", "Partially Delivered"),
+                ("full", "Fully Delivered"),
+            ],
+            ..INFO
+        },
+        ("sale.order", "picking_ids") => FieldInfo {
+            ty: Some("one2many"),
+            string: Some("Transfers"),
+            ..INFO
+        },
+        ("sale.order", "invoice_ids") => FieldInfo {
+            ty: Some("many2many"),
+            string: Some("Invoices"),
+            ..INFO
+        },
+        ("sale.order", "invoice_count") => FieldInfo {
+            ty: Some("integer"),
+            string: Some("Invoice Count"),
+            ..INFO
+        },
+        _ => INFO,
+    }
+}
+
+fn str_list(v: Option<&Value>) -> Option<Vec<String>> {
+    v.and_then(Value::as_array).map(|a| {
+        a.iter()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect()
+    })
+}
+
+/// `fields_get(allfields=None, attributes=None)`: the selected fields with the selected
+/// attributes (all of Odoo's usual ones when none are asked for).
+pub fn fields_get(
+    env: &Env,
+    model: &str,
+    args: &[Value],
+    kwargs: &Map<String, Value>,
+) -> OResult<Value> {
+    let def = env.reg.model(model)?;
+    let allfields = str_list(args.first().or(kwargs.get("allfields"))).unwrap_or_default();
+    let attributes = str_list(args.get(1).or(kwargs.get("attributes")));
+    let mut out = Map::new();
+    for f in &def.fields {
+        if !allfields.is_empty() && !allfields.iter().any(|a| a == f.name) {
+            continue;
+        }
+        let info = field_info(model, f.name);
+        let computed = matches!(f.ty, Computed);
+        let magic = matches!(
+            f.name,
+            "create_date" | "write_date" | "create_uid" | "write_uid" | "display_name"
+        );
+        let mut a = Map::new();
+        let ty = info
+            .ty
+            .unwrap_or_else(|| crate::methods::field_type_name(&f.ty));
+        a.insert("type".into(), json!(ty));
+        a.insert("string".into(), json!(info.string.unwrap_or(f.string)));
+        a.insert(
+            "required".into(),
+            json!(info.required.unwrap_or(f.required)),
+        );
+        a.insert(
+            "readonly".into(),
+            json!(info.readonly.unwrap_or(computed || magic)),
+        );
+        match &f.ty {
+            Many2one(c) | Many2many(c) | One2many(c, _) => {
+                a.insert("relation".into(), json!(c));
+            }
+            Selection(options) if info.selection.is_empty() => {
+                let pairs: Vec<Value> = options.iter().map(|o| json!([o, o])).collect();
+                a.insert("selection".into(), json!(pairs));
+            }
+            _ => {}
+        }
+        if !info.selection.is_empty() {
+            let pairs: Vec<Value> = info.selection.iter().map(|(k, l)| json!([k, l])).collect();
+            a.insert("selection".into(), json!(pairs));
+        }
+        if let Some(keep) = &attributes {
+            a.retain(|k, _| keep.iter().any(|x| x == k));
+        }
+        out.insert(f.name.to_string(), Value::Object(a));
+    }
+    Ok(Value::Object(out))
+}
+
+/// `default_get(fields_list)`: the model's defaults for the asked fields, then the
+/// context's `default_<field>` values (08_32: related fields such as currency_id and
+/// fields without a default are left out).
+pub fn default_get(
+    env: &mut Env,
+    model: &str,
+    args: &[Value],
+    kwargs: &Map<String, Value>,
+) -> OResult<Value> {
+    let Some(fields) = str_list(args.first().or(kwargs.get("fields_list"))) else {
+        return Err(Exc::type_error(
+            "BaseModel.default_get() missing 1 required positional argument: 'fields_list'",
+        ));
+    };
+    let mut defaults = Map::new();
+    if let Some(Ok(Value::Object(m))) =
+        env.reg
+            .behaviour(model)
+            .call(env, "default_get", vec![], &[], &Map::new())
+    {
+        defaults = m;
+    }
+    let mut out = Map::new();
+    for f in &fields {
+        if let Some(v) = env.ctx.get(&format!("default_{f}")) {
+            out.insert(f.clone(), v.clone());
+        } else if let Some(v) = defaults.get(f) {
+            out.insert(f.clone(), v.clone());
+        }
+    }
+    Ok(Value::Object(out))
+}

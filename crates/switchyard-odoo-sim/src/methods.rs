@@ -239,14 +239,8 @@ pub fn call_kw(
             env.write(model, &ids, vals)?;
             Ok(Value::Null)
         }
-        "fields_get" => {
-            let def = reg.model(model)?;
-            let mut out = Map::new();
-            for f in &def.fields {
-                out.insert(f.name.to_string(), json!({"type": field_type_name(&f.ty), "string": f.string, "required": f.required}));
-            }
-            Ok(Value::Object(out))
-        }
+        "fields_get" => crate::business::fields_get(env, model, args, kwargs),
+        "default_get" => crate::business::default_get(env, model, args, kwargs),
         "read_group" => crate::import::read_group(env, model, args, kwargs),
         "load" => crate::import::load(env, model, args, kwargs),
         "get_external_id" => {

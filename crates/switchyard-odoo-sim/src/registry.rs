@@ -566,6 +566,8 @@ impl<'a> Env<'a> {
                         }
                         m.insert(lang, Value::String(s));
                         Value::Object(m)
+                    } else if f.ty == FieldType::Html {
+                        Value::String(sanitize_html(&s))
                     } else {
                         Value::String(s)
                     }
@@ -849,6 +851,19 @@ impl<'a> Env<'a> {
         self.db.table_mut(model).rows.insert(id, rec);
         id
     }
+}
+
+/// Odoo's html sanitizer wraps plain text in a paragraph: writing `note: "concurrent"`
+/// stores `<p>concurrent</p>` (07_23's logged UPDATE, 09_04).
+fn sanitize_html(s: &str) -> String {
+    if s.is_empty() || s.trim_start().starts_with('<') {
+        return s.to_string();
+    }
+    let escaped = s
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    format!("<p>{escaped}</p>")
 }
 
 /// Models whose `_rec_name` is translatable (product names, tags).

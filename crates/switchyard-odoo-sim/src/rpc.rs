@@ -111,6 +111,12 @@ impl Simulator {
         let arg = |i: usize| args.get(i).cloned().unwrap_or(Value::Null);
         match service {
             "common" => plain(match method {
+                // exp_version() takes no arguments (07_42 sent one).
+                "version" if !args.is_empty() => Err(Exc::type_error(format!(
+                    "exp_version() takes 0 positional arguments but {} {} given",
+                    args.len(),
+                    if args.len() == 1 { "was" } else { "were" }
+                ))),
                 "version" => Ok(self.version_info()),
                 "authenticate" | "login" => self.authenticate(&arg(0), &arg(1), &arg(2), true),
                 "about" => Ok(json!("See http://openerp.com")),

@@ -214,8 +214,10 @@ impl Behaviour for SaleOrder {
                 .try_for_each(|id| set_state(env, *id, "draft"))
                 .map(|_| json!(true)),
             "check_access_rights" => Ok(json!(true)),
+            // Every default the model has (business::default_get picks the asked ones);
+            // currency_id is related to the pricelist/company, not a default.
             "default_get" => Ok(
-                json!({"state": "draft", "company_id": 1, "user_id": env.uid, "currency_id": 1, "date_order": crate::orm::datetime_out(&env.now)}),
+                json!({"state": "draft", "company_id": 1, "user_id": env.uid, "date_order": crate::orm::datetime_out(&env.now)}),
             ),
             _ => return None,
         })

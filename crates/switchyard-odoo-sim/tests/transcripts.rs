@@ -510,6 +510,43 @@ fn fixtures_before(
                 ..Faults::default()
             });
         }
+        // An earlier run of the webhook script (06_02's sample payload shows its order 5,
+        // PO-WEBHOOK-DOWN): orders 2-5, the first confirmed (its delivery is picking 3),
+        // and a rolled-back order 6 whose id and name S00006 stay taken.
+        "06_01_webhook_create_automation_rule" => {
+            let now = clock.now();
+            clock.set(at("2026-11-23T18:08:30.000000Z"));
+            sim.set_next_id("sale.order", 2);
+            let (r, _) = sim.transact(2, Default::default(), |env| {
+                let line = json!([[0, 0, {"product_id": 1, "product_uom_qty": 1}]]);
+                for (i, reference) in [
+                    "PO-WEBHOOK-1",
+                    "PO-WEBHOOK-SLOW",
+                    "PO-WEBHOOK-500",
+                    "PO-WEBHOOK-DOWN",
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    let mut vals = json!({"partner_id": 19, "client_order_ref": reference});
+                    if i == 0 {
+                        vals["order_line"] = line.clone();
+                    }
+                    env.create("sale.order", vec![vals.as_object().unwrap().clone()])?;
+                }
+                switchyard_odoo_sim::methods::call_kw(
+                    env,
+                    "sale.order",
+                    "action_confirm",
+                    &[json!([2])],
+                    &serde_json::Map::new(),
+                )
+            });
+            r.unwrap();
+            sim.set_next_id("sale.order", 7);
+            sim.set_next_id("ir.sequence:sale.order", 7);
+            clock.set(now);
+        }
         // The MRP component SW-CLIP (product 2) with 20 units counted in WH/Stock.
         "07_01_mrp_create_finished_product" => {
             create_off_record(
@@ -533,8 +570,6 @@ fn fixtures_before(
             });
             r.unwrap();
         }
-        // Stock moves 5 and 6 were taken off the record; the order's moves are 7 and 8.
-        "07_03_mrp_production_create" => sim.set_next_id("stock.move", 7),
         "07_22_conc_create_note_webhook_rule" => {
             let now = clock.now();
             clock.set(at("2026-11-23T18:11:01.100000Z"));
