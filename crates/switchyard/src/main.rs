@@ -6,6 +6,7 @@
 
 mod client;
 mod demo;
+mod odoo_cmd;
 mod serve;
 
 use anyhow::Context;
@@ -75,6 +76,9 @@ enum Command {
     /// Destinations: circuit, credential pause, slots; resume a paused one.
     #[command(subcommand)]
     Destinations(client::DestinationsCommand),
+    /// Odoo tools: run the Odoo simulator.
+    #[command(subcommand)]
+    Odoo(odoo_cmd::OdooCommand),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -250,6 +254,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Deliveries(cmd) => client::deliveries(cmd).await,
         Command::Destinations(cmd) => client::destinations(cmd).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Odoo(cmd) => return odoo_cmd::run(cmd, cli.log_format).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,224 @@
+//! `switchyard odoo sim` as a developer meets it: the real binary serving the Odoo simulator
+//! on loopback, reached over plain HTTP.
+
+mod support;
+
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A running `switchyard odoo sim`, killed when dropped.
+struct Sim {
+    child: Option<Child>,
+    /// The line it printed at start.
+    banner: String,
+    base: String,
+}
+
+impl Sim {
+    /// Starts the simulator on a port of its choosing; returns once it printed where.
+    fn start(args: &[&str]) -> Sim {
+        let mut child = Command::new(support::bin())
+            .args(["odoo", "sim", "--listen", "127.0.0.1:0"])
+            .args(["--cost-per-call-ms", "0", "--cost-per-record-ms", "0"])
+            .args(args)
+            .env_remove("SWITCHYARD_ODOO_SIM_PASSWORD")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut banner = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut banner)
+            .unwrap();
+        let base = banner
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no address in {banner:?}"))
+            .trim_end_matches(',')
+            .to_string();
+        Sim {
+            child: Some(child),
+            banner,
+            base,
+        }
+    }
+
+    fn post(&self, path: &str, bearer: Option<&str>, body: Value) -> (u16, Value) {
+        let mut req = reqwest::blocking::Client::new()
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(key) = bearer {
+            req = req.header("authorization", format!("bearer {key}"));
+        }
+        let r = req.send().unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().unwrap_or(Value::Null))
+    }
+
+    fn jsonrpc(&self, service: &str, method: &str, args: Value) -> Value {
+        let (status, body) = self.post(
+            "/jsonrpc",
+            None,
+            json!({"jsonrpc": "2.0", "method": "call", "id": 1,
+                   "params": {"service": service, "method": method, "args": args}}),
+        );
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    fn sigterm(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().unwrap();
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        c.wait().unwrap()
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[test]
+fn odoo_sim_plays_odoo_18_by_default_and_stops_on_sigterm() {
+    let mut sim = Sim::start(&[]);
+    assert!(
+        sim.banner.starts_with("Odoo 18 simulator (18.0-"),
+        "{}",
+        sim.banner
+    );
+    assert!(sim.banner.contains("database odoopeer"), "{}", sim.banner);
+    let version = sim.jsonrpc("common", "version", json!([]));
+    assert_eq!(version["result"]["server_version_info"][0], 18);
+    assert!(
+        version["result"]["server_version"]
+            .as_str()
+            .unwrap()
+            .starts_with("18.0-"),
+        "{version}"
+    );
+    // The default admin password logs in; Odoo 18 has no JSON-2 (a redirect to the login).
+    let uid = sim.jsonrpc(
+        "common",
+        "authenticate",
+        json!(["odoopeer", "admin", "admin", {}]),
+    );
+    assert_eq!(uid["result"], 2);
+    let r = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(format!("{}/json/2/res.partner/search_count", sim.base))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+
+    let status = sim.sigterm();
+    assert!(status.success(), "graceful stop exits 0: {status:?}");
+}
+
+#[test]
+fn odoo_sim_19_serves_json_2_with_the_given_api_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = dir.path().join("faults.toml");
+    std::fs::write(&faults, "serialization_failures = 1\n").unwrap();
+    let sim = Sim::start(&[
+        "--odoo-version",
+        "19",
+        "--database",
+        "acme",
+        "--admin-password",
+        "s3cret",
+        "--api-key",
+        "k-live",
+        "--api-key",
+        "k-old:2001-01-01T00:00:00Z",
+        "--faults",
+        faults.to_str().unwrap(),
+    ]);
+    assert!(
+        sim.banner.starts_with("Odoo 19 simulator (19.0-"),
+        "{}",
+        sim.banner
+    );
+    let version = sim.jsonrpc("common", "version", json!([]));
+    assert!(
+        version["result"]["server_version"]
+            .as_str()
+            .unwrap()
+            .starts_with("19.0-"),
+        "{version}"
+    );
+    let uid = sim.jsonrpc(
+        "common",
+        "authenticate",
+        json!(["acme", "admin", "s3cret", {}]),
+    );
+    assert_eq!(uid["result"], 2);
+
+    // The faults file is in force from the start: the first object call fails as Odoo does
+    // once its own retries are spent, the next one goes through.
+    let active = reqwest::blocking::get(format!("{}/__sim/faults", sim.base))
+        .unwrap()
+        .json::<Value>()
+        .unwrap();
+    assert_eq!(active["serialization_failures"], 1, "{active}");
+    let count = |key: &str| {
+        sim.post(
+            "/json/2/res.partner/search_count",
+            Some(key),
+            json!({"domain": []}),
+        )
+    };
+    let (status, body) = count("k-live");
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["name"], "psycopg2.errors.SerializationFailure");
+    let (status, body) = count("k-live");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.as_i64().unwrap() > 0);
+    let (status, body) = count("k-old");
+    assert_eq!(status, 401, "an expired key is refused: {body}");
+    assert_eq!(body["name"], "werkzeug.exceptions.Unauthorized");
+}
+
+#[test]
+fn a_broken_faults_file_is_refused_with_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = dir.path().join("faults.toml");
+    std::fs::write(&faults, "latency_ms = 10\nlose_response = 1\n").unwrap();
+    let out = Command::new(support::bin())
+        .args(["odoo", "sim", "--listen", "127.0.0.1:0", "--faults"])
+        .arg(&faults)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}:2:1: lose_response: unknown field `lose_response`",
+            faults.display()
+        )),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "it never started");
+
+    let missing = Command::new(support::bin())
+        .args(["odoo", "sim", "--faults", "/nonexistent/faults.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        text(&missing.stderr).contains("/nonexistent/faults.toml: cannot read the faults file")
+    );
+}
