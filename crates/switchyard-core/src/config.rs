@@ -43,6 +43,12 @@ pub struct Config {
     pub flows: Vec<crate::flows::FlowConfig>,
     #[serde(default)]
     pub delivery: DeliveryConfig,
+    /// Odoo servers (`[[odoo]]`).
+    #[serde(default)]
+    pub odoo: Vec<crate::odoo::OdooConnectionConfig>,
+    /// API-health probes of Odoo connections and HTTP destinations.
+    #[serde(default)]
+    pub probes: crate::odoo::ProbeConfig,
     /// The configuration file's directory (relative schema files are read from it).
     #[serde(skip)]
     pub base_dir: Option<std::path::PathBuf>,
@@ -605,6 +611,7 @@ impl Config {
         if let Err(problems) = crate::flows::Flows::compile(self) {
             out.extend(problems);
         }
+        out.extend(crate::odoo::validate(&self.odoo, &self.probes));
         if self.delivery.lease_seconds < 5 {
             out.push(("delivery.lease_seconds".into(), "must be at least 5".into()));
         }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod delivery;
 pub mod flows;
 pub mod jq;
+pub mod odoo;
 pub mod secret;
 pub mod sources;
 pub mod token;

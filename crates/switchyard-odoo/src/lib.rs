@@ -11,6 +11,7 @@ pub mod client;
 pub mod error;
 pub mod json2;
 pub mod jsonrpc;
+pub mod probe;
 pub mod values;
 pub mod xmlrpc;
 

@@ -382,6 +382,19 @@ pub async fn sources(State(state): State<AppState>, headers: HeaderMap) -> ApiRe
     .into_response())
 }
 
+/// `GET /v1/probes`: the latest API-health probe of every Odoo connection and HTTP
+/// destination (the "API health" monitoring layer), whichever node ran it.
+pub async fn probes(State(state): State<AppState>, headers: HeaderMap) -> ApiResult {
+    state.authorize(&headers, Permission::Read).await?;
+    let results = state.probes.results().await?;
+    Ok(Json(json!({
+        "interval_seconds": state.probes.config.interval_seconds,
+        "credential_warning_days": state.probes.config.credential_warning_days,
+        "probes": results,
+    }))
+    .into_response())
+}
+
 /// `GET /v1/cluster`: the nodes sharing this store and who holds which singleton lease.
 pub async fn cluster(State(state): State<AppState>, headers: HeaderMap) -> ApiResult {
     state.authorize(&headers, Permission::Read).await?;

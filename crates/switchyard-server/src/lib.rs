@@ -11,6 +11,7 @@ pub mod error;
 pub mod ingest;
 pub mod jobs;
 pub mod node;
+pub mod probes;
 pub mod retention;
 pub mod webhooks;
 
@@ -53,6 +54,8 @@ pub struct AppState {
     pub usage: Arc<retention::UsageMap>,
     /// Routes ingested events and sends their deliveries.
     pub engine: switchyard_deliver::Engine,
+    /// API-health probes of Odoo connections and HTTP destinations.
+    pub probes: Arc<probes::Prober>,
 }
 
 impl AppState {
@@ -67,14 +70,27 @@ impl AppState {
             sources: Arc::new(Sources::default()),
             usage: Arc::new(retention::UsageMap::default()),
             engine: switchyard_deliver::Engine::new(
-                store,
-                clock,
+                store.clone(),
+                clock.clone(),
                 Arc::new(switchyard_core::flows::Flows::default()),
                 node_id.to_string(),
                 switchyard_core::config::DeliveryConfig::default(),
             )
             .expect("an engine without destinations always builds"),
+            probes: Arc::new(probes::Prober::new(
+                vec![],
+                store.clone(),
+                clock.clone(),
+                node_id.to_string(),
+                switchyard_core::odoo::ProbeConfig::default(),
+            )),
         }
+    }
+
+    /// The probes (default: none).
+    pub fn with_probes(mut self, probes: probes::Prober) -> Self {
+        self.probes = Arc::new(probes);
+        self
     }
 
     /// The delivery engine (default: no flows; nothing is routed).
@@ -244,6 +260,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/audit", get(api::list_audit))
         .route("/v1/cluster", get(api::cluster))
         .route("/v1/sources", get(api::sources))
+        .route("/v1/probes", get(api::probes))
         .route("/v1/flows", get(delivery_api::list_flows))
         .route("/v1/deliveries", get(delivery_api::list_deliveries))
         .route("/v1/deliveries/{id}", get(delivery_api::get_delivery))

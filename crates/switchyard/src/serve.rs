@@ -173,6 +173,15 @@ pub async fn start(
     )
     .context("building the delivery engine")?;
     let state = state.with_engine(engine.clone());
+    let probe_targets =
+        switchyard_server::probes::targets(config).map_err(|e| anyhow::anyhow!(e))?;
+    let state = state.with_probes(switchyard_server::probes::Prober::new(
+        probe_targets,
+        store.clone(),
+        clock.clone(),
+        node.clone(),
+        config.probes.clone(),
+    ));
     let usage = Usage {
         store: store.clone(),
         clock: clock.clone(),
@@ -199,6 +208,7 @@ pub async fn start(
 
     let tracker = TaskTracker::new();
     tracker.spawn(heartbeat.run(cancel.clone()));
+    tracker.spawn(state.probes.clone().run(cancel.clone()));
     tracker.spawn(usage.run(cancel.clone()));
     tracker.spawn(
         Retention {

@@ -22,6 +22,7 @@ pub struct Server {
     pub http: reqwest::Client,
     pub cancel: CancellationToken,
     pub engine: Option<switchyard_deliver::Engine>,
+    pub probes: Arc<switchyard_server::probes::Prober>,
     _dir: tempfile::TempDir,
 }
 
@@ -48,6 +49,9 @@ pub struct Setup {
     pub store_url: Option<String>,
     /// Default `test-node`.
     pub node_id: Option<String>,
+    /// Configuration text with `[[odoo]]`, `[[destinations]]` and `[probes]`: sets up the
+    /// prober (the test drives it with `Server::probes`).
+    pub probes: Option<String>,
 }
 
 impl Default for Setup {
@@ -62,6 +66,7 @@ impl Default for Setup {
             clock: None,
             store_url: None,
             node_id: None,
+            probes: None,
         }
     }
 }
@@ -131,6 +136,22 @@ pub async fn start(setup: Setup) -> Server {
             state.with_engine(e)
         }
     };
+    let state = match &setup.probes {
+        None => state,
+        Some(text) => {
+            let config = switchyard_core::Config::parse(text, "test.toml", Vec::new())
+                .unwrap_or_else(|e| panic!("test config: {e}"));
+            let clock = state.clock.clone();
+            state.with_probes(switchyard_server::probes::Prober::new(
+                switchyard_server::probes::targets(&config).unwrap(),
+                store.clone(),
+                clock,
+                node.clone(),
+                config.probes.clone(),
+            ))
+        }
+    };
+    let probes = state.probes.clone();
     let jobs = switchyard_server::jobs::JobRunner {
         store: store.clone(),
         clock: state.clock.clone(),
@@ -163,6 +184,7 @@ pub async fn start(setup: Setup) -> Server {
         http: reqwest::Client::new(),
         cancel,
         engine,
+        probes,
         _dir: dir,
     }
 }
