@@ -78,6 +78,29 @@ fn lease_name(target: &str) -> String {
     format!("probe:{target}")
 }
 
+/// "the API key of "main" expires on 2026-12-01 (in 7 days)" when `expires` is within
+/// `warning_days` of `now` (or has passed); None otherwise.
+pub fn credential_warning(
+    target: &str,
+    expires: DateTime<Utc>,
+    now: DateTime<Utc>,
+    warning_days: u32,
+) -> Option<String> {
+    let left = expires - now;
+    if left > Duration::days(warning_days.into()) {
+        return None;
+    }
+    let day = expires.format("%Y-%m-%d");
+    Some(if left <= Duration::zero() {
+        format!("the API key of \"{target}\" expired on {day}")
+    } else {
+        format!(
+            "the API key of \"{target}\" expires on {day} (in {} days)",
+            left.num_days()
+        )
+    })
+}
+
 /// The client settings of a configured connection (the secret is read here).
 pub fn client_config(c: &OdooConnectionConfig) -> Result<OdooConfig, String> {
     let secret = c
@@ -251,7 +274,9 @@ impl Prober {
                 .and_then(|d| d.and_hms_opt(23, 59, 59))
                 .map(|d| d.and_utc())
         });
-        let warning = expires.and_then(|e| self.credential_warning(&t.name, e, checked_at));
+        let warning = expires.and_then(|e| {
+            credential_warning(&t.name, e, checked_at, self.config.credential_warning_days)
+        });
         ProbeResult {
             target: t.name.clone(),
             kind: "odoo".into(),
@@ -268,28 +293,6 @@ impl Prober {
             steps: found.steps,
             node: self.node_id.clone(),
         }
-    }
-
-    /// "API key of odoo main expires on 2026-12-01 (in 7 days)" within the warning window.
-    fn credential_warning(
-        &self,
-        target: &str,
-        expires: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Option<String> {
-        let left = expires - now;
-        if left > Duration::days(self.config.credential_warning_days.into()) {
-            return None;
-        }
-        let day = expires.format("%Y-%m-%d");
-        Some(if left <= Duration::zero() {
-            format!("the API key of \"{target}\" expired on {day}")
-        } else {
-            format!(
-                "the API key of \"{target}\" expires on {day} (in {} days)",
-                left.num_days()
-            )
-        })
     }
 
     async fn http_probe(&self, t: &Target, checked_at: DateTime<Utc>, url: &str) -> ProbeResult {

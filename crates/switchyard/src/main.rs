@@ -76,7 +76,7 @@ enum Command {
     /// Destinations: circuit, credential pause, slots; resume a paused one.
     #[command(subcommand)]
     Destinations(client::DestinationsCommand),
-    /// Odoo tools: run the Odoo simulator.
+    /// Odoo tools: run the Odoo simulator, probe the configured Odoo connections.
     #[command(subcommand)]
     Odoo(odoo_cmd::OdooCommand),
 }
@@ -132,7 +132,7 @@ fn extra_checks(c: &Config) -> Vec<(String, String)> {
     out
 }
 
-fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
+pub(crate) fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
     // A missing default file means "all defaults"; a named file must exist.
     let text_exists = path.exists();
     let result = if !text_exists && path == std::path::Path::new("switchyard.toml") {
@@ -254,7 +254,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Deliveries(cmd) => client::deliveries(cmd).await,
         Command::Destinations(cmd) => client::destinations(cmd).await,
         Command::Demo(args) => demo::run(args).await,
-        Command::Odoo(cmd) => return odoo_cmd::run(cmd, cli.log_format).await,
+        Command::Odoo(cmd) => return odoo_cmd::run(cmd, &cli.config, cli.log_format).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

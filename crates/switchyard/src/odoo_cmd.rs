@@ -25,6 +25,19 @@ const ADMIN_UID: i64 = 2;
 pub enum OdooCommand {
     /// Run the Odoo simulator (an in-memory Odoo 18 or 19) until Ctrl-C or SIGTERM.
     Sim(SimArgs),
+    /// Probe the configured Odoo connections now: version, authenticate, a cheap
+    /// search_count and the API key's expiry. Exit status 1 when one fails.
+    Probe(ProbeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ProbeArgs {
+    /// Only the `[[odoo]]` connection with this name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Print the results as JSON (one array) instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -121,9 +134,107 @@ fn parse_ms(s: &str) -> Result<f64, String> {
     }
 }
 
-pub async fn run(cmd: OdooCommand, log_format: Option<LogFormatArg>) -> ExitCode {
+pub async fn run(cmd: OdooCommand, config: &Path, log_format: Option<LogFormatArg>) -> ExitCode {
     match cmd {
         OdooCommand::Sim(args) => sim(args, log_format).await,
+        OdooCommand::Probe(args) => probe(args, config, log_format).await,
+    }
+}
+
+/// `switchyard odoo probe`: each configured connection probed once from this process.
+async fn probe(args: ProbeArgs, path: &Path, log_format: Option<LogFormatArg>) -> ExitCode {
+    let config = match crate::load_config(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    crate::init_logging(&config, log_format);
+    let connections: Vec<_> = config
+        .odoo
+        .iter()
+        .filter(|c| args.name.as_ref().is_none_or(|n| *n == c.name))
+        .collect();
+    if connections.is_empty() {
+        match &args.name {
+            Some(n) => eprintln!(
+                "error: no [[odoo]] connection named \"{n}\" in {}",
+                path.display()
+            ),
+            None => eprintln!("error: {} declares no [[odoo]] connections", path.display()),
+        }
+        return ExitCode::from(2);
+    }
+    let now = chrono::Utc::now();
+    let mut all_ok = true;
+    let mut reports = Vec::new();
+    for c in connections {
+        let client = match switchyard_server::probes::client_config(c)
+            .and_then(|cfg| switchyard_odoo::OdooClient::new(cfg).map_err(|e| e.to_string()))
+        {
+            Ok(client) => client,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let found = switchyard_odoo::probe::probe(&client).await;
+        let expires = found.api_key_expires.or_else(|| {
+            c.api_key_expires
+                .and_then(|d| d.and_hms_opt(23, 59, 59))
+                .map(|d| d.and_utc())
+        });
+        let warning = expires.and_then(|e| {
+            switchyard_server::probes::credential_warning(
+                &c.name,
+                e,
+                now,
+                config.probes.credential_warning_days,
+            )
+        });
+        all_ok &= found.ok();
+        reports.push((c.name.clone(), found, expires, warning));
+    }
+    if args.json {
+        let out: Vec<serde_json::Value> = reports
+            .iter()
+            .map(|(name, found, expires, warning)| {
+                serde_json::json!({"target": name, "ok": found.ok(), "server_version": found.server_version,
+                    "protocol": found.protocol, "steps": found.steps, "credential_expires_at": expires,
+                    "credential_warning": warning})
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    } else {
+        for (name, found, expires, warning) in &reports {
+            println!(
+                "{name}: {} (Odoo {}, {})",
+                if found.ok() { "ok" } else { "FAILED" },
+                found.server_version.as_deref().unwrap_or("?"),
+                found.protocol.as_deref().unwrap_or("protocol not chosen")
+            );
+            for s in &found.steps {
+                match &s.error {
+                    None => println!("  {:<13} ok      {:>8.1} ms", s.step, s.latency_ms),
+                    Some(e) => println!(
+                        "  {:<13} failed  {:>8.1} ms  {} ({})",
+                        s.step,
+                        s.latency_ms,
+                        e,
+                        s.class.as_deref().unwrap_or("?")
+                    ),
+                }
+            }
+            if let Some(e) = expires {
+                println!("  API key expires {}", e.format("%Y-%m-%d %H:%M UTC"));
+            }
+            if let Some(w) = warning {
+                println!("  warning: {w}");
+            }
+        }
+    }
+    if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

@@ -222,3 +222,92 @@ fn a_broken_faults_file_is_refused_with_its_key() {
         text(&missing.stderr).contains("/nonexistent/faults.toml: cannot read the faults file")
     );
 }
+
+/// `switchyard odoo probe` against a running simulator: a table per connection, exit 0 when
+/// every step works, 1 when Odoo refuses the credentials, 2 for an unknown connection.
+#[test]
+fn odoo_probe_reports_each_connection_and_fails_on_refused_credentials() {
+    let sim = Sim::start(&[
+        "--api-key",
+        "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c:2026-01-01T00:00:00Z",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.secret");
+    std::fs::write(&good, "admin\n").unwrap();
+    let bad = dir.path().join("bad.secret");
+    std::fs::write(&bad, "not-the-password\n").unwrap();
+    let config = dir.path().join("switchyard.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[[odoo]]
+name = "erp"
+url = "{base}"
+database = "odoopeer"
+login = "admin"
+secret = "file:{good}"
+
+[[odoo]]
+name = "stale"
+url = "{base}"
+database = "odoopeer"
+login = "admin"
+secret = "file:{bad}"
+"#,
+            base = sim.base,
+            good = good.display(),
+            bad = bad.display()
+        ),
+    )
+    .unwrap();
+    let probe = |args: &[&str]| {
+        Command::new(support::bin())
+            .arg("--config")
+            .arg(&config)
+            .args(["odoo", "probe"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+
+    let out = probe(&["--name", "erp"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.starts_with("erp: ok (Odoo 18.0-20250506, jsonrpc)"),
+        "{stdout}"
+    );
+    for step in ["version", "authenticate", "search_count"] {
+        assert!(stdout.contains(&format!("  {step:<13} ok")), "{stdout}");
+    }
+    // The admin can read its keys: the one given to the simulator expired long ago.
+    assert!(
+        stdout.contains("API key expires 2026-01-01 00:00 UTC"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("warning: the API key of \"erp\" expired on 2026-01-01"),
+        "{stdout}"
+    );
+
+    let out = probe(&["--json"]);
+    assert_eq!(out.status.code(), Some(1), "one connection fails");
+    let results: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(results[0]["target"], "erp");
+    assert_eq!(results[0]["ok"], true);
+    assert_eq!(results[1]["target"], "stale");
+    assert_eq!(results[1]["ok"], false);
+    let last = results[1]["steps"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["step"], "authenticate");
+    assert_eq!(last["class"], "credential");
+
+    let out = probe(&["--name", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("no [[odoo]] connection named \"nope\""));
+}
