@@ -107,7 +107,11 @@ fn compare(path: &str, want: &Value, got: &Value, diffs: &mut Vec<String>) {
         (Value::Bool(a), Value::Bool(b)) if a != b => {
             diffs.push(format!("{path}: {a} expected, got {b}"))
         }
-        (Value::Number(a), Value::Number(b)) if a.is_f64() && a.as_f64() != b.as_f64() => {
+        // Floats are amounts and quantities; integers are ids and counts (volatile), except
+        // fault and error codes.
+        (Value::Number(a), Value::Number(b))
+            if (a.is_f64() || path.ends_with(".code")) && a.as_f64() != b.as_f64() =>
+        {
             diffs.push(format!("{path}: {a} expected, got {b}"))
         }
         (Value::String(a), Value::String(b)) => {
@@ -801,4 +805,84 @@ fn rebuild_large_body(head: &str, size: usize) -> String {
     s.extend(std::iter::repeat_n(filler, pad));
     s.push_str(&close);
     s
+}
+
+/// The comparison itself: volatile values (ids, dates) pass, anything structural fails —
+/// so a drifting simulator cannot slip through.
+#[test]
+fn comparison_ignores_ids_and_dates_but_catches_structural_drift() {
+    let t: BTreeMap<String, Value> = load_transcripts().into_iter().collect();
+    let body = |name: &str| -> Value {
+        let r = &t[name]["response"];
+        body_value(
+            header(&r["headers"], "content-type").unwrap(),
+            r["body"].as_str().unwrap(),
+        )
+    };
+    let diffs = |want: &Value, got: &Value| {
+        let mut d = Vec::new();
+        compare("body", want, got, &mut d);
+        d
+    };
+
+    // JSON-RPC read of a draft order: other ids and dates are fine.
+    let order = body("05_08_o2c_read_sale_order_draft");
+    assert!(diffs(&order, &order).is_empty());
+    let mut other_ids = order.clone();
+    other_ids["id"] = json!(99);
+    other_ids["result"][0]["id"] = json!(7);
+    other_ids["result"][0]["partner_id"] = json!([42, "Acme Rail Corp"]);
+    other_ids["result"][0]["name"] = json!("S00042");
+    other_ids["result"][0]["write_date"] = json!("2027-01-02 03:04:05");
+    assert!(
+        diffs(&order, &other_ids).is_empty(),
+        "{:?}",
+        diffs(&order, &other_ids)
+    );
+    // ... but not another state, amount, type, key set or length.
+    for (path, v) in [
+        ("/result/0/state", json!("sale")),
+        ("/result/0/amount_total", json!(576.0)),
+        ("/result/0/amount_total", json!(575)),
+        ("/result/0/picking_ids", json!([1])),
+        ("/result/0/partner_id", json!(false)),
+    ] {
+        let mut changed = order.clone();
+        *changed.pointer_mut(path).unwrap() = v.clone();
+        assert!(!diffs(&order, &changed).is_empty(), "{path} = {v} passed");
+    }
+    let mut missing = order.clone();
+    missing["result"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("invoice_status");
+    assert!(!diffs(&order, &missing).is_empty());
+
+    // JSON-RPC error: the exception name and code must match; the traceback by its last line.
+    let err = body("02_13_jsonrpc_write_deleted_missingerror");
+    let mut renamed = err.clone();
+    renamed["error"]["data"]["name"] = json!("odoo.exceptions.UserError");
+    assert!(!diffs(&err, &renamed).is_empty());
+    let mut recoded = err.clone();
+    recoded["error"]["code"] = json!(100);
+    recoded["error"]["message"] = json!("Odoo Session Expired");
+    assert!(!diffs(&err, &recoded).is_empty());
+    let mut other_frames = err.clone();
+    let tail = err["error"]["data"]["debug"]
+        .as_str()
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    other_frames["error"]["data"]["debug"] = json!(format!(
+        "Traceback (most recent call last):\n  File \"x.py\", line 1, in f\n{tail}\n"
+    ));
+    assert!(diffs(&err, &other_frames).is_empty());
+
+    // XML-RPC fault: the code must match.
+    let fault = body("01_17_xmlrpc_write_deleted_missingerror");
+    let mut code1 = fault.clone();
+    code1["fault"]["code"] = json!(1);
+    assert!(!diffs(&fault, &code1).is_empty());
 }
