@@ -391,3 +391,41 @@ ordering = { key = ".data.sku", on_failure = "dead-letter" }
 "#;
     insta::assert_snapshot!(errors(text, &[]));
 }
+
+#[test]
+fn odoo_connection_types() {
+    let text = r#"
+[[odoo]]
+name = "erp"
+url = "https://erp.example.com"
+database = "prod"
+login = "sync@example.com"
+secret = "the-password-itself"
+protocol = "soap"
+"#;
+    insta::assert_snapshot!(errors(text, &[]));
+}
+
+#[test]
+fn odoo_connection_checks() {
+    let text = r#"
+[[odoo]]
+name = "erp"
+url = "https://erp.example.com/odoo"
+database = "prod"
+login = "sync@example.com"
+secret = "env:ODOO_KEY"
+timeout_seconds = 10
+
+[[odoo]]
+name = "erp"
+url = "erp.example.com"
+database = ""
+login = "sync@example.com"
+secret = "env:ODOO_KEY"
+
+[probes]
+interval_seconds = 0
+"#;
+    insta::assert_snapshot!(errors(text, &[]));
+}
