@@ -17,6 +17,10 @@ fn flow_config(url: &str) -> String {
 [delivery]
 poll_ms = 50
 
+# The receiver counts every request it gets: no HEAD probes of the destination.
+[probes]
+destinations = false
+
 [[destinations]]
 name = "wms"
 url = "{url}"

@@ -32,6 +32,10 @@ fn config(url: &str) -> String {
 lease_seconds = 5
 poll_ms = 100
 
+# The receiver counts every request it gets: no HEAD probes of the destination.
+[probes]
+destinations = false
+
 [[destinations]]
 name = "sink"
 url = "{url}"
