@@ -698,6 +698,7 @@ fn is_secret_key(key: &str) -> bool {
         || key.ends_with(".auth")
         || key.contains(".auth.")
         || key.ends_with(".signing_secret")
+        || key.ends_with(".secret")
 }
 
 /// Removes `` `…` `` quoted values from a serde message: "invalid type: integer `123`,

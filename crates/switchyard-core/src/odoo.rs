@@ -77,7 +77,7 @@ pub struct ProbeConfig {
     /// Seconds between two probes of the same target (real time).
     #[serde(default = "default_interval")]
     pub interval_seconds: u64,
-    /// Seconds one probe may take before it counts as failed.
+    /// Seconds each request of a probe may take before it counts as failed.
     #[serde(default = "default_probe_timeout")]
     pub timeout_seconds: u64,
     /// Warn this many days before an Odoo API key expires.
@@ -131,6 +131,9 @@ pub fn validate(odoo: &[OdooConnectionConfig], probes: &ProbeConfig) -> Vec<(Str
         }
         if o.login.trim().is_empty() {
             out.push((format!("odoo[{i}].login"), "must not be empty".into()));
+        }
+        if let Err(e) = o.secret.expose() {
+            out.push((format!("odoo[{i}].secret"), e.to_string()));
         }
         if o.timeout_seconds < 35 {
             out.push((

@@ -136,7 +136,12 @@ pub fn targets(config: &Config) -> Result<Vec<Target>, String> {
         });
     }
     if config.probes.destinations {
-        for d in &config.destinations {
+        // Odoo destinations are probed through their [[odoo]] connection above.
+        for d in config
+            .destinations
+            .iter()
+            .filter(|d| d.kind == switchyard_core::flows::DestinationKind::Http)
+        {
             out.push(Target {
                 name: d.name.clone(),
                 kind: TargetKind::Http { url: d.url.clone() },
@@ -213,7 +218,15 @@ impl Prober {
                 .await
             {
                 Ok(Some(l)) => l,
-                Ok(None) => continue, // another node probes this target
+                Ok(None) => {
+                    // Another node probes this target: look again an interval later (its
+                    // lease outlives three intervals, so a takeover is never early).
+                    self.next_due
+                        .lock()
+                        .expect("probe schedule")
+                        .insert(t.name.clone(), now + self.interval());
+                    continue;
+                }
                 Err(e) => {
                     tracing::warn!(target = %t.name, error = %e, "probe lease unavailable");
                     continue;
