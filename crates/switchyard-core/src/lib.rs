@@ -8,6 +8,7 @@ pub mod delivery;
 pub mod flows;
 pub mod jq;
 pub mod odoo;
+pub mod odoo_capture;
 pub mod secret;
 pub mod sources;
 pub mod token;

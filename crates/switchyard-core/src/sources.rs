@@ -21,7 +21,8 @@ pub struct SourceConfig {
     pub kind: SourceKind,
     /// `cloudevents`: the CloudEvents `source` this entry covers, exactly, or every source
     /// starting with a prefix written with a trailing `*`. `webhook`: the `source` stamped
-    /// on the events it produces (a URI).
+    /// on the events it produces (a URI). `odoo`: the same, by default `<odoo url>/<model>`.
+    #[serde(default)]
     pub source: String,
     /// Business keys: name → jq program over the event in CloudEvents JSON form
     /// (`.data.order_number`, `.subject`).
@@ -37,6 +38,24 @@ pub struct SourceConfig {
     /// When this source is silent or lagging (the message-flow layer per source).
     #[serde(default)]
     pub health: HealthConfig,
+    // ---- `kind = "odoo"` only (see `odoo_capture.rs`) ----
+    /// The `[[odoo]]` connection polled.
+    pub odoo: Option<String>,
+    /// The model whose changes are captured (`sale.order`).
+    pub model: Option<String>,
+    /// The fields read (`write_date` is always read too).
+    #[serde(default)]
+    pub fields: Vec<String>,
+    /// An Odoo domain limiting the records captured.
+    pub domain: Option<Value>,
+    /// Odoo context for the reads (over the connection's).
+    pub context: Option<serde_json::Map<String, Value>>,
+    pub interval_seconds: Option<u64>,
+    pub page_size: Option<u32>,
+    pub overlap_seconds: Option<u64>,
+    pub initial: Option<crate::odoo_capture::Initial>,
+    /// How long a webhook hint's record is read back before it is given up.
+    pub hint_wait_seconds: Option<u64>,
 }
 
 /// Expected activity of a source: "the WMS sends at least one event every 10 minutes during
@@ -167,6 +186,8 @@ pub struct Retention {
 pub enum SourceKind {
     Cloudevents,
     Webhook,
+    /// Changes polled from an Odoo model (and webhook hints), see `odoo_capture.rs`.
+    Odoo,
 }
 
 /// How a webhook request proves where it comes from. Several secrets may be listed so a
@@ -311,6 +332,8 @@ pub struct Source {
     pub pattern: SourcePattern,
     pub keys: Vec<(String, Jq)>,
     pub webhook: Option<Webhook>,
+    /// `odoo` sources: what is polled and how hints are taken.
+    pub odoo: Option<crate::odoo_capture::OdooCapture>,
     pub retention: Retention,
     pub health: Health,
 }
@@ -437,14 +460,26 @@ impl Sources {
                 Some(prefix) if sc.kind == SourceKind::Cloudevents => {
                     SourcePattern::Prefix(prefix.to_string())
                 }
+                _ if sc.kind == SourceKind::Odoo && sc.source.is_empty() => {
+                    SourcePattern::Exact(odoo_source_uri(config, sc))
+                }
                 _ => SourcePattern::Exact(sc.source.clone()),
             };
             let raw = match &pattern {
                 SourcePattern::Exact(s) | SourcePattern::Prefix(s) => s.clone(),
             };
-            if raw.is_empty() || raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            let derived = sc.kind == SourceKind::Odoo && sc.source.is_empty();
+            if derived {
+                // made of the connection's URL and the model, which are checked themselves
+                if !patterns.insert(pattern.clone()) {
+                    problems.push((
+                        at("source"),
+                        format!("\"{raw}\" is declared by another source; give this one its own `source`"),
+                    ));
+                }
+            } else if raw.is_empty() || raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 problems.push((at("source"), "must be a non-empty URI-reference".into()));
-            } else if sc.kind == SourceKind::Webhook
+            } else if sc.kind != SourceKind::Cloudevents
                 && let Some(v) = source_violation(&raw)
             {
                 // every event the webhook makes carries it: refuse it here, not per request
@@ -468,7 +503,17 @@ impl Sources {
                     Err(e) => problems.push((at(&format!("keys.{name}")), e)),
                 }
             }
+            if sc.kind != SourceKind::Odoo {
+                problems.extend(crate::odoo_capture::stray_keys(sc, &at));
+            }
+            let odoo = match sc.kind {
+                SourceKind::Odoo => {
+                    crate::odoo_capture::compile(sc, &at, &config.odoo, &mut problems)
+                }
+                _ => None,
+            };
             let webhook = match sc.kind {
+                SourceKind::Odoo => None,
                 SourceKind::Cloudevents => {
                     if sc.verify.is_some() {
                         problems.push((at("verify"), "only webhook sources verify requests; CloudEvents senders use API tokens".into()));
@@ -593,6 +638,7 @@ impl Sources {
                 pattern,
                 keys,
                 webhook,
+                odoo,
                 retention,
                 health,
             });
@@ -640,7 +686,7 @@ impl Sources {
         self.for_cloudevent(source)
             .or_else(|| {
                 self.sources.iter().find(|s| {
-                    s.kind == SourceKind::Webhook
+                    s.kind != SourceKind::Cloudevents
                         && s.pattern == SourcePattern::Exact(source.to_string())
                 })
             })
@@ -678,11 +724,20 @@ impl Sources {
         rules
     }
 
-    /// The webhook source whose stamped `source` URI is exactly `source`.
+    /// The webhook or odoo source whose stamped `source` URI is exactly `source`: only it
+    /// may produce events of that `source`.
     pub fn webhook_with_source(&self, source: &str) -> Option<&Source> {
         self.sources.iter().find(|s| {
-            s.kind == SourceKind::Webhook && s.pattern == SourcePattern::Exact(source.to_string())
+            s.kind != SourceKind::Cloudevents
+                && s.pattern == SourcePattern::Exact(source.to_string())
         })
+    }
+
+    /// The odoo source named `name`.
+    pub fn odoo(&self, name: &str) -> Option<&Source> {
+        self.sources
+            .iter()
+            .find(|s| s.kind == SourceKind::Odoo && s.name == name)
     }
 
     pub fn webhook(&self, name: &str) -> Option<&Source> {
@@ -692,7 +747,7 @@ impl Sources {
     }
 }
 
-fn check_verify(v: &VerifyConfig, at: &str, problems: &mut Vec<(String, String)>) {
+pub(crate) fn check_verify(v: &VerifyConfig, at: &str, problems: &mut Vec<(String, String)>) {
     if v.secrets().is_empty() {
         problems.push((format!("{at}.secrets"), "list at least one secret".into()));
     }
@@ -733,6 +788,17 @@ fn check_verify(v: &VerifyConfig, at: &str, problems: &mut Vec<(String, String)>
         }
         _ => {}
     }
+}
+
+/// An odoo source's default CloudEvents `source`: the connection's URL and the model
+/// (`https://erp.example.com/sale.order`).
+fn odoo_source_uri(config: &Config, sc: &SourceConfig) -> String {
+    let url = sc
+        .odoo
+        .as_ref()
+        .and_then(|n| config.odoo.iter().find(|c| c.name == *n))
+        .map_or("odoo:", |c| c.url.trim_end_matches('/'));
+    format!("{url}/{}", sc.model.as_deref().unwrap_or("unknown"))
 }
 
 /// Why `source` is not a valid CloudEvents `source`, by the same rules ingest applies.
