@@ -19,10 +19,15 @@ use std::sync::Arc;
 #[serde(deny_unknown_fields)]
 pub struct DestinationConfig {
     pub name: String,
-    /// Only `http` in this version (Odoo and NATS destinations come later).
+    /// `http` (the default) or `odoo`.
     #[serde(default, rename = "type")]
     pub kind: DestinationKind,
+    /// The endpoint of an `http` destination.
+    #[serde(default)]
     pub url: String,
+    /// The `[[odoo]]` connection of an `odoo` destination (what each flow does there is
+    /// its `[flows.odoo]`).
+    pub odoo: Option<String>,
     #[serde(default = "default_method")]
     pub method: String,
     /// Extra request headers, sent as written.
@@ -55,6 +60,7 @@ pub struct DestinationConfig {
 pub enum DestinationKind {
     #[default]
     Http,
+    Odoo,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -129,6 +135,8 @@ pub struct FlowConfig {
     pub ordering: Option<OrderingConfig>,
     #[serde(default)]
     pub retry: RetryPolicy,
+    /// What the flow does in Odoo, for a destination of type `odoo`.
+    pub odoo: Option<crate::odoo_ops::OdooOperationConfig>,
 }
 
 fn default_version() -> String {
@@ -170,6 +178,8 @@ pub enum OnFailure {
 #[derive(Debug, Clone)]
 pub struct Destination {
     pub config: DestinationConfig,
+    /// The connection of an `odoo` destination.
+    pub odoo: Option<crate::odoo::OdooConnectionConfig>,
 }
 
 impl Destination {
@@ -192,6 +202,8 @@ pub struct Flow {
     map: Jq,
     schema: Option<Arc<jsonschema::Validator>>,
     pub ordering: Option<(Jq, OnFailure)>,
+    /// What the flow does in Odoo (flows to an `odoo` destination).
+    pub odoo: Option<Arc<crate::odoo_ops::OdooOperation>>,
     /// The configuration as written (for `GET /v1/flows`).
     pub config: FlowConfig,
 }
@@ -392,11 +404,64 @@ impl Flows {
             } else if !dest_names.insert(d.name.clone()) {
                 problems.push((at("name"), format!("\"{}\" is declared twice", d.name)));
             }
-            if !(d.url.starts_with("http://") || d.url.starts_with("https://")) || d.url.len() < 10
-            {
-                problems.push((at("url"), "must be an http:// or https:// URL".into()));
+            let mut odoo = None;
+            match d.kind {
+                DestinationKind::Http => {
+                    if !(d.url.starts_with("http://") || d.url.starts_with("https://"))
+                        || d.url.len() < 10
+                    {
+                        problems.push((at("url"), "must be an http:// or https:// URL".into()));
+                    }
+                    if d.odoo.is_some() {
+                        problems.push((
+                            at("odoo"),
+                            "only for type = \"odoo\" (this destination is http)".into(),
+                        ));
+                    }
+                }
+                DestinationKind::Odoo => {
+                    match &d.odoo {
+                        None => problems.push((
+                            at("odoo"),
+                            "an odoo destination names its [[odoo]] connection".into(),
+                        )),
+                        Some(name) => match config.odoo.iter().find(|o| &o.name == name) {
+                            Some(o) => odoo = Some(o.clone()),
+                            None => {
+                                let known: Vec<&str> =
+                                    config.odoo.iter().map(|o| o.name.as_str()).collect();
+                                problems.push((
+                                    at("odoo"),
+                                    format!(
+                                        "no [[odoo]] connection named \"{name}\" (declared: {})",
+                                        if known.is_empty() {
+                                            "none".to_string()
+                                        } else {
+                                            known.join(", ")
+                                        }
+                                    ),
+                                ));
+                            }
+                        },
+                    }
+                    for (key, set) in [
+                        ("url", !d.url.is_empty()),
+                        ("headers", !d.headers.is_empty()),
+                        ("auth", d.auth.is_some()),
+                        ("signing_secret", d.signing_secret.is_some()),
+                    ] {
+                        if set {
+                            problems.push((
+                                at(key),
+                                "not used by an odoo destination (the [[odoo]] connection has the URL and credentials)".into(),
+                            ));
+                        }
+                    }
+                }
             }
-            if !["POST", "PUT", "PATCH"].contains(&d.method.as_str()) {
+            if d.kind == DestinationKind::Http
+                && !["POST", "PUT", "PATCH"].contains(&d.method.as_str())
+            {
                 problems.push((at("method"), "must be POST, PUT or PATCH".into()));
             }
             for name in d.headers.keys() {
@@ -468,7 +533,10 @@ impl Flows {
                     "failures and open_seconds must be at least 1".into(),
                 ));
             }
-            destinations.push(Destination { config: d.clone() });
+            destinations.push(Destination {
+                config: d.clone(),
+                odoo,
+            });
         }
 
         let mut flows = Vec::new();
@@ -618,6 +686,42 @@ impl Flows {
                     "hold on a bulk flow with retry.max_age_seconds above 7 days can block a key for a week; lower max_age_seconds or use on_failure = \"dead-letter\"".into(),
                 ));
             }
+            let kind = config
+                .destinations
+                .iter()
+                .find(|d| d.name == f.destination)
+                .map(|d| d.kind);
+            let odoo = match (&f.odoo, kind) {
+                (Some(op), Some(DestinationKind::Odoo) | None) => {
+                    match crate::odoo_ops::compile(op) {
+                        Ok(op) => Some(Arc::new(op)),
+                        Err(list) => {
+                            for (k, m) in list {
+                                problems.push((at(&format!("odoo.{k}")), m));
+                            }
+                            None
+                        }
+                    }
+                }
+                (Some(_), Some(_)) => {
+                    problems.push((
+                        at("odoo"),
+                        format!("destination \"{}\" is not of type \"odoo\"", f.destination),
+                    ));
+                    None
+                }
+                (None, Some(DestinationKind::Odoo)) => {
+                    problems.push((
+                        at("odoo"),
+                        format!(
+                            "destination \"{}\" is an Odoo: say what this flow does there ([flows.odoo] with model and operation)",
+                            f.destination
+                        ),
+                    ));
+                    None
+                }
+                (None, _) => None,
+            };
             if f.retry.max_attempts == 0 {
                 problems.push((at("retry.max_attempts"), "must be at least 1".into()));
             }
@@ -644,6 +748,7 @@ impl Flows {
                     map,
                     schema,
                     ordering,
+                    odoo,
                     config: f.clone(),
                 });
             }

@@ -9,6 +9,7 @@ pub mod flows;
 pub mod jq;
 pub mod odoo;
 pub mod odoo_capture;
+pub mod odoo_ops;
 pub mod secret;
 pub mod sources;
 pub mod token;

@@ -443,3 +443,72 @@ secret = 987654
     let out = errors(text, &[]);
     assert!(!out.contains("987654"), "secret value leaked: {out}");
 }
+
+#[test]
+fn odoo_destinations_and_flow_operations_are_checked() {
+    let text = r#"
+[[odoo]]
+name = "erp"
+url = "https://erp.example.com"
+database = "prod"
+login = "sync@example.com"
+secret = "env:HOME"
+
+[[destinations]]
+name = "odoo"
+type = "odoo"
+odoo = "erp"
+
+[[destinations]]
+name = "odoo-typo"
+type = "odoo"
+odoo = "epr"
+url = "https://erp.example.com"
+
+[[destinations]]
+name = "wms"
+url = "http://127.0.0.1:9/in"
+
+[[flows]]
+name = "partners"
+destination = "odoo"
+match = { type = ["customer.*"] }
+[flows.odoo]
+model = "res.partner"
+operation = "upsert"
+external_id = ".id"
+key = ["ref"]
+
+[[flows]]
+name = "orders"
+destination = "odoo"
+match = { type = ["order.*"] }
+[flows.odoo]
+operation = "call"
+[[flows.odoo.steps]]
+name = "confirm"
+model = "sale.order"
+method = "action_confirm"
+ids = "$steps.order.id"
+
+[[flows]]
+name = "ship"
+destination = "odoo"
+match = { type = ["shipment.*"] }
+[flows.odoo]
+operation = "create"
+model = "stock.picking"
+
+[[flows]]
+name = "to-wms"
+destination = "wms"
+match = { type = ["order.*"] }
+odoo = { model = "sale.order", operation = "write", key = ["name"] }
+
+[[flows]]
+name = "bare"
+destination = "odoo"
+match = { type = ["x"] }
+"#;
+    insta::assert_snapshot!(errors(text, &[]));
+}
