@@ -337,6 +337,15 @@ pub fn source_keys(
     if let Some(wh) = state.sources.webhook_with_source(&event.source) {
         // Only the webhook endpoint, with its own verification, may speak for this source;
         // otherwise an ingest token could claim its ids ahead of the real deliveries.
+        if wh.kind == switchyard_core::sources::SourceKind::Odoo {
+            return Err(ApiError::new(
+                Problem::Forbidden,
+                format!(
+                    "source \"{}\" belongs to odoo source \"{}\"; only its poller and its webhook hints make its events",
+                    event.source, wh.name
+                ),
+            ));
+        }
         return Err(ApiError::new(
             Problem::Forbidden,
             format!(
@@ -419,6 +428,53 @@ pub fn keys_of(
         .into_iter()
         .map(|(n, v)| BusinessKey::new(n, v))
         .collect())
+}
+
+/// Stores events a declared source produced inside the hub (the Odoo poller and its
+/// webhook hints) exactly as `POST /v1/events` stores a request: the source's quota, its
+/// business keys, every flow's routing written in the events' one transaction, and after
+/// the commit the hand-off of the deliveries leased to this node. Returns each event's
+/// outcome, in order; an error stored nothing.
+pub async fn store_source_events(
+    state: &AppState,
+    source: &switchyard_core::sources::Source,
+    events: Vec<CloudEvent>,
+) -> Result<Vec<Appended>, ApiError> {
+    check_quota(state, source)?;
+    let received_at = state.clock.now();
+    let mut warnings = Vec::new();
+    let mut routings = Vec::with_capacity(events.len());
+    let mut new_events = Vec::with_capacity(events.len());
+    for event in &events {
+        let keys = keys_of(source, event, None, &mut warnings)?;
+        // Routed before the commit: the deliveries are written in the event's transaction.
+        let routing = state.engine.route(event);
+        new_events.push(NewEvent {
+            event: event.clone(),
+            received_at,
+            keys,
+            deliveries: routing.deliveries.clone(),
+        });
+        routings.push(routing);
+    }
+    let results = state.store.append_routed(new_events).await?;
+    let mut outcomes = Vec::with_capacity(results.len());
+    for ((event, routing), (appended, created)) in events.iter().zip(routings).zip(results) {
+        if let Appended::Stored { seq } = appended {
+            state
+                .engine
+                .handoff(event, seq, received_at, routing, created);
+        }
+        outcomes.push(appended);
+    }
+    let stored = outcomes
+        .iter()
+        .filter(|a| matches!(a, Appended::Stored { .. }))
+        .count() as u64;
+    metrics::counter!("switchyard_ingest_events_total", "outcome" => "stored").increment(stored);
+    metrics::counter!("switchyard_ingest_events_total", "outcome" => "duplicate")
+        .increment(outcomes.len() as u64 - stored);
+    Ok(outcomes)
 }
 
 fn outcome_json(event: &CloudEvent, a: Appended) -> Value {

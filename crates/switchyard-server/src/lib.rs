@@ -11,6 +11,8 @@ pub mod error;
 pub mod ingest;
 pub mod jobs;
 pub mod node;
+pub mod odoo_capture;
+pub mod odoo_hooks;
 pub mod probes;
 pub mod retention;
 pub mod webhooks;
@@ -56,6 +58,8 @@ pub struct AppState {
     pub engine: switchyard_deliver::Engine,
     /// API-health probes of Odoo connections and HTTP destinations.
     pub probes: Arc<probes::Prober>,
+    /// The pollers and webhook hints of the odoo sources.
+    pub capture: Arc<odoo_capture::Capture>,
 }
 
 impl AppState {
@@ -84,7 +88,14 @@ impl AppState {
                 node_id.to_string(),
                 switchyard_core::odoo::ProbeConfig::default(),
             )),
+            capture: Arc::new(odoo_capture::Capture::default()),
         }
+    }
+
+    /// Change capture of the odoo sources (default: none).
+    pub fn with_capture(mut self, capture: odoo_capture::Capture) -> Self {
+        self.capture = Arc::new(capture);
+        self
     }
 
     /// The probes (default: none).

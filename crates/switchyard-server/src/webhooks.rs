@@ -209,7 +209,7 @@ pub async fn post_with_token(
 /// name no source declares (anyone may post to any path, and each label value is a series
 /// kept for the life of the process). Parentheses never appear in a declared name.
 fn metric_label<'a>(state: &AppState, name: &'a str) -> &'a str {
-    if state.sources.webhook(name).is_some() {
+    if state.sources.webhook(name).is_some() || state.sources.odoo(name).is_some() {
         name
     } else {
         "(undeclared)"
@@ -241,6 +241,10 @@ async fn receive(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    if let Some(odoo) = state.sources.odoo(name) {
+        // Odoo's notifications are hints of a change, read back before anything is stored.
+        return crate::odoo_capture::receive_hint(state, odoo, path_token, headers, body).await;
+    }
     let source = state.sources.webhook(name).ok_or_else(|| {
         ApiError::new(
             Problem::NotFound,
