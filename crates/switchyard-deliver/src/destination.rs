@@ -1,5 +1,5 @@
-//! Destinations: where a delivery's payload goes. One trait; HTTP here, Odoo and NATS later
-//! through the same seam. A destination sends and reports what happened; the engine decides
+//! Destinations: where a delivery's payload goes. One trait; HTTP here, Odoo in
+//! [`crate::odoo`], NATS later through the same seam. A destination sends and reports what happened; the engine decides
 //! what follows ([`switchyard_core::delivery::classify`], refined by
 //! [`Destination::classify`]).
 
@@ -24,6 +24,8 @@ pub struct Outbound<'a> {
     pub event_source: &'a str,
     pub event_id: &'a str,
     pub event_type: &'a str,
+    /// Where the previous attempt of a multi-step delivery stopped (as stored with it).
+    pub cursor: Option<&'a Value>,
 }
 
 /// What one attempt came to.
@@ -48,6 +50,17 @@ pub trait Destination: Send + Sync + 'static {
     fn name(&self) -> &str;
 
     async fn send(&self, out: &Outbound<'_>, now: DateTime<Utc>) -> Outcome;
+
+    /// Like [`Destination::send`], for destinations that work in steps: also returns where
+    /// the delivery stands now, which the engine stores with the attempt's result and hands
+    /// back as [`Outbound::cursor`] to the next attempt (`None` keeps the stored one).
+    async fn send_from_cursor(
+        &self,
+        out: &Outbound<'_>,
+        now: DateTime<Utc>,
+    ) -> (Outcome, Option<Value>) {
+        (self.send(out, now).await, None)
+    }
 
     /// The class of a failure; destination types may refine the shared table.
     fn classify(&self, failure: Failure, _excerpt: Option<&str>) -> ErrorClass {

@@ -18,6 +18,7 @@
 
 pub mod destination;
 pub mod gate;
+pub mod odoo;
 pub mod router;
 
 use chrono::{DateTime, Duration, Utc};
@@ -29,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use switchyard_core::config::DeliveryConfig;
 use switchyard_core::delivery::{ErrorClass, Lane, Next, idempotency_key, trace_id};
-use switchyard_core::flows::Flows;
+use switchyard_core::flows::{DestinationKind, Flows};
 use switchyard_core::{CloudEvent, SharedClock};
 use switchyard_store::{
     AttemptNext, AttemptResult, ClaimRequest, CreatedDelivery, DeliveryRecord, DeliveryState,
@@ -150,8 +151,8 @@ pub enum Error {
 }
 
 impl Engine {
-    /// Builds the engine for `flows` (HTTP destinations from the configuration). Nothing
-    /// runs until [`Engine::start`].
+    /// Builds the engine for `flows` (HTTP and Odoo destinations from the configuration).
+    /// Nothing runs until [`Engine::start`].
     pub fn new(
         store: SharedStore,
         clock: SharedClock,
@@ -162,14 +163,23 @@ impl Engine {
         let mut dests = HashMap::new();
         for d in flows.destinations() {
             let c = &d.config;
-            let sender = HttpDestination::new(c).map_err(|message| Error::Destination {
+            let failed = |message| Error::Destination {
                 name: c.name.clone(),
                 message,
-            })?;
+            };
+            let sender: Arc<dyn Destination> = match (c.kind, &d.odoo) {
+                (DestinationKind::Odoo, Some(conn)) => {
+                    Arc::new(odoo::OdooDestination::new(&c.name, conn, &flows).map_err(failed)?)
+                }
+                (DestinationKind::Odoo, None) => {
+                    return Err(failed("no [[odoo]] connection".into()));
+                }
+                (DestinationKind::Http, _) => Arc::new(HttpDestination::new(c).map_err(failed)?),
+            };
             dests.insert(
                 c.name.clone(),
                 Arc::new(Dest {
-                    sender: Arc::new(sender),
+                    sender,
                     gate: PriorityGate::new(c.concurrency as usize),
                     limiter: Limiter::new(c.rate_per_second, c.burst),
                     circuit: Circuit::new(
@@ -177,7 +187,7 @@ impl Engine {
                         Duration::seconds(c.circuit.open_seconds as i64),
                     ),
                     cooldown: Duration::seconds(c.credential_cooldown_seconds as i64),
-                    timeout: std::time::Duration::from_millis(c.timeout_ms + c.connect_timeout_ms),
+                    timeout: std::time::Duration::from_millis(budget_ms(d)),
                     trial: AtomicBool::new(false),
                 }),
             );
@@ -185,7 +195,7 @@ impl Engine {
         let slowest = flows
             .destinations()
             .iter()
-            .map(|d| d.config.timeout_ms + d.config.connect_timeout_ms)
+            .map(budget_ms)
             .max()
             .unwrap_or(0);
         let lease = Duration::seconds(config.lease_seconds as i64)
@@ -335,6 +345,7 @@ impl Engine {
                         last_error: None,
                         last_status: None,
                         error_detail: None,
+                        cursor: None,
                     };
                     let task = inner.clone();
                     inner
@@ -413,6 +424,15 @@ impl Engine {
                 }
             })
             .collect()
+    }
+}
+
+/// The longest one attempt at `d` may take: an HTTP request's timeouts, or for Odoo a few
+/// of the connection's calls (an operation reads before it writes; a call runs steps).
+fn budget_ms(d: &switchyard_core::flows::Destination) -> u64 {
+    match &d.odoo {
+        Some(o) => o.timeout_seconds * 1000 * 3,
+        None => d.config.timeout_ms + d.config.connect_timeout_ms,
     }
 }
 
@@ -658,10 +678,11 @@ impl Inner {
             event_source: &d.event_source,
             event_id: &d.event_id,
             event_type: &d.event_type,
+            cursor: d.cursor.as_ref(),
         };
         let started_real = std::time::Instant::now();
         let started = self.clock.now();
-        let outcome = dest.sender.send(&out, started).await;
+        let (outcome, cursor) = dest.sender.send_from_cursor(&out, started).await;
         // The request is over: its destination slot is free for the next one while the
         // result commits (the lane slot is held until then).
         drop(gate);
@@ -685,6 +706,7 @@ impl Inner {
                     None,
                     None,
                     AttemptNext::Delivered,
+                    cursor,
                 )
                 .await;
                 metrics::counter!("switchyard_deliveries_total", &labels).increment(1);
@@ -787,6 +809,7 @@ impl Inner {
                     Some(class),
                     Some(message),
                     next,
+                    cursor,
                 )
                 .await;
                 if probe == Some(Probe::Trial) && class != ErrorClass::Credential {
@@ -813,6 +836,7 @@ impl Inner {
             Some(class),
             Some(reason.clone()),
             AttemptNext::Dead(reason),
+            None,
         )
         .await;
     }
@@ -836,6 +860,7 @@ impl Inner {
         class: Option<ErrorClass>,
         error: Option<String>,
         next: AttemptNext,
+        cursor: Option<serde_json::Value>,
     ) {
         let now = self.clock.now();
         let result = AttemptResult {
@@ -851,6 +876,7 @@ impl Inner {
             error,
             next,
             now,
+            cursor,
         };
         let mut wait = std::time::Duration::from_millis(50);
         loop {

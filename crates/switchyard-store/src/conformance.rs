@@ -42,6 +42,7 @@ macro_rules! store_conformance_suite {
             queue_replay_and_discard_are_audited,
             queue_credential_failure_pauses_the_destination,
             queue_stats_and_backfill,
+            queue_cursor_is_saved_with_attempts,
             purging_events_takes_their_finished_deliveries,
             closed_store_refuses_writes
         );
@@ -1123,6 +1124,7 @@ fn result(d: &DeliveryRecord, owner: &str, next: AttemptNext, now: DateTime<Utc>
         error: class.map(|c| format!("{} failure", c.as_str())),
         next,
         now,
+        cursor: None,
     }
 }
 
@@ -1544,6 +1546,85 @@ pub async fn queue_lanes_and_destination_filters(store: SharedStore) {
         .await
         .unwrap();
     assert_eq!(got.iter().map(|d| d.id).collect::<Vec<_>>(), vec![ids[0]]);
+}
+
+/// A destination's step cursor is saved with the attempt that reached it, only by the lease
+/// holder, kept by results that carry none, kept by a plain replay and cleared by an edit.
+pub async fn queue_cursor_is_saved_with_attempts(store: SharedStore) {
+    let ids = enqueue(
+        &store,
+        "cur",
+        vec![
+            delivery("f", "d", Lane::Standard),
+            delivery("f", "d", Lane::Standard),
+        ],
+    )
+    .await;
+    let t = t0();
+    let claimed = store
+        .claim_deliveries(claim_req("a", Lane::Standard, 10, t))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    assert!(claimed.iter().all(|d| d.cursor.is_none()));
+    let step1 = serde_json::json!({"step": 1, "records": {"order": {"id": 7}}});
+    let mut stranger = result(&claimed[0], "b", AttemptNext::Delivered, t);
+    stranger.cursor = Some(serde_json::json!({"step": 9}));
+    assert!(!store.complete_attempt(stranger).await.unwrap());
+    for d in &claimed {
+        let mut r = result(d, "a", AttemptNext::RetryAt(t), t);
+        r.cursor = Some(step1.clone());
+        assert!(store.complete_attempt(r).await.unwrap());
+    }
+    let d = store.get_delivery(ids[0]).await.unwrap().unwrap();
+    assert_eq!(
+        d.cursor.as_ref(),
+        Some(&step1),
+        "the holder's cursor is saved"
+    );
+    // The next claim hands it to the next attempt; a result without one keeps it.
+    let again = store
+        .claim_deliveries(claim_req("a", Lane::Standard, 10, t))
+        .await
+        .unwrap();
+    assert!(again.iter().all(|d| d.cursor.as_ref() == Some(&step1)));
+    for d in &again {
+        store
+            .complete_attempt(result(d, "a", AttemptNext::Dead("422".into()), t))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.get_delivery(ids[1]).await.unwrap().unwrap().cursor,
+        Some(step1.clone())
+    );
+    let replay = |id: i64, payload: Option<serde_json::Value>| Replay {
+        id,
+        actor: "alice".into(),
+        reason: "retry".into(),
+        at: t,
+        state: DeliveryState::Scheduled,
+        payload,
+        flow_version: None,
+        ordering_key: None,
+        error: None,
+        error_detail: None,
+        action: "dlq.replay".into(),
+    };
+    let kept = store.replay_delivery(replay(ids[0], None)).await.unwrap();
+    assert_eq!(
+        kept.cursor,
+        Some(step1),
+        "a plain replay resumes where it stopped"
+    );
+    let edited = store
+        .replay_delivery(replay(ids[1], Some(serde_json::json!({"order": "S2"}))))
+        .await
+        .unwrap();
+    assert_eq!(
+        edited.cursor, None,
+        "an edited payload starts from the first step"
+    );
 }
 
 pub async fn queue_replay_and_discard_are_audited(store: SharedStore) {

@@ -158,6 +158,10 @@ pub struct DeliveryRecord {
     pub last_error: Option<String>,
     pub last_status: Option<i32>,
     pub error_detail: Option<Value>,
+    /// The destination's progress through a multi-step delivery (an Odoo call's step
+    /// cursor and what earlier steps found), saved with each attempt's result so the next
+    /// attempt resumes there. Cleared when a replay changes the payload.
+    pub cursor: Option<Value>,
 }
 
 /// One recorded attempt.
@@ -215,6 +219,8 @@ pub struct AttemptResult {
     pub next: AttemptNext,
     /// Business time of the result.
     pub now: DateTime<Utc>,
+    /// The delivery's new [`DeliveryRecord::cursor`]; `None` keeps the stored one.
+    pub cursor: Option<Value>,
 }
 
 /// Claim due deliveries of one lane for `owner`.

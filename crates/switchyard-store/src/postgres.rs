@@ -173,6 +173,12 @@ CREATE TABLE destination_pauses (
 );
 "#,
     ),
+    (
+        6,
+        r#"
+ALTER TABLE deliveries ADD COLUMN cursor TEXT;
+"#,
+    ),
 ];
 
 /// Serialises migrations between nodes starting at once (a transaction-scoped lock).

@@ -30,7 +30,7 @@ use switchyard_core::delivery::{ErrorClass, Lane};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-const COLS: &str = "id, event_seq, event_source, event_id, event_type, received_at, flow, flow_version, destination, lane, ordering_key, hold_on_dead, state, payload, traceparent, generation, attempts, created_at, updated_at, next_attempt_at, delivered_at, lease_owner, lease_until, error_class, last_error, last_status, error_detail";
+const COLS: &str = "id, event_seq, event_source, event_id, event_type, received_at, flow, flow_version, destination, lane, ordering_key, hold_on_dead, state, payload, traceparent, generation, attempts, created_at, updated_at, next_attempt_at, delivered_at, lease_owner, lease_until, error_class, last_error, last_status, error_detail, cursor";
 
 /// Rows that keep later deliveries of their (destination, ordering key) waiting.
 const BLOCKING: &str = "(p.state IN ('scheduled', 'retry_wait', 'delivering') OR (p.hold_on_dead AND p.state IN ('dead', 'mapping_failed', 'invalid')))";
@@ -41,6 +41,7 @@ fn record(r: &Row) -> Result<DeliveryRecord> {
     let payload: Option<&str> = r.get(13);
     let class: Option<&str> = r.get(23);
     let detail: Option<&str> = r.get(26);
+    let cursor: Option<&str> = r.get(27);
     Ok(DeliveryRecord {
         id: r.get(0),
         event_seq: r.get(1),
@@ -71,6 +72,7 @@ fn record(r: &Row) -> Result<DeliveryRecord> {
         last_error: r.get(24),
         last_status: r.get(25),
         error_detail: detail.map(decode_json).transpose()?,
+        cursor: cursor.map(decode_json).transpose()?,
     })
 }
 
@@ -480,7 +482,7 @@ pub(crate) async fn complete(c: &impl GenericClient, r: &AttemptResult) -> Resul
     let stmt = c
         .prepare_cached(
             "UPDATE deliveries SET state = $2, attempts = $3, next_attempt_at = $4, delivered_at = $5, lease_owner = NULL, lease_until = NULL,
-                 updated_at = $6, error_class = $7, last_error = $8, last_status = $9
+                 updated_at = $6, error_class = $7, last_error = $8, last_status = $9, cursor = COALESCE($10, cursor)
              WHERE id = $1",
         )
         .await
@@ -497,6 +499,7 @@ pub(crate) async fn complete(c: &impl GenericClient, r: &AttemptResult) -> Resul
             &class,
             &error,
             &r.status,
+            &r.cursor.as_ref().map(|c| c.to_string()),
         ],
     )
     .await
@@ -690,13 +693,15 @@ pub(crate) async fn replay(c: &impl GenericClient, r: &Replay) -> Result<Deliver
         .clone()
         .unwrap_or(before.ordering_key.clone());
     let scheduled = r.state == DeliveryState::Scheduled;
+    // A step cursor is about the payload it was made with.
+    let keep_cursor = r.payload.is_none() || r.payload == before.payload;
     let row = c
         .query_one(
             &format!(
                 "UPDATE deliveries SET state = $2, payload = $3, flow_version = COALESCE($4, flow_version), ordering_key = $5,
                      generation = generation + 1, attempts = 0, next_attempt_at = $6, delivered_at = NULL,
                      lease_owner = NULL, lease_until = NULL, updated_at = $7, created_at = $7, error_class = $8, last_error = $9,
-                     last_status = NULL, error_detail = $10
+                     last_status = NULL, error_detail = $10, cursor = CASE WHEN $11 THEN cursor END
                  WHERE id = $1 RETURNING {COLS}"
             ),
             &[
@@ -710,6 +715,7 @@ pub(crate) async fn replay(c: &impl GenericClient, r: &Replay) -> Result<Deliver
                 &initial_class(r.state),
                 &r.error,
                 &r.error_detail.as_ref().map(|v| v.to_string()),
+                &keep_cursor,
             ],
         )
         .await

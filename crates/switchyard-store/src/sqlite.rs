@@ -177,6 +177,12 @@ CREATE TABLE destination_pauses (
 );
 "#,
     ),
+    (
+        6,
+        r#"
+ALTER TABLE deliveries ADD COLUMN cursor TEXT;
+"#,
+    ),
 ];
 
 pub struct SqliteStore {

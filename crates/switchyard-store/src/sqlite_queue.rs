@@ -15,7 +15,7 @@ fn map_err(e: rusqlite::Error) -> Error {
     crate::sqlite::map_err(e)
 }
 
-pub(crate) const COLS: &str = "id, event_seq, event_source, event_id, event_type, received_at, flow, flow_version, destination, lane, ordering_key, hold_on_dead, state, payload, traceparent, generation, attempts, created_at, updated_at, next_attempt_at, delivered_at, lease_owner, lease_until, error_class, last_error, last_status, error_detail";
+pub(crate) const COLS: &str = "id, event_seq, event_source, event_id, event_type, received_at, flow, flow_version, destination, lane, ordering_key, hold_on_dead, state, payload, traceparent, generation, attempts, created_at, updated_at, next_attempt_at, delivered_at, lease_owner, lease_until, error_class, last_error, last_status, error_detail, cursor";
 
 /// Rows that keep later deliveries of their (destination, ordering key) waiting.
 const BLOCKING: &str = "(p.state IN ('scheduled', 'retry_wait', 'delivering') OR (p.hold_on_dead <> 0 AND p.state IN ('dead', 'mapping_failed', 'invalid')))";
@@ -26,6 +26,7 @@ pub(crate) fn record(r: &rusqlite::Row) -> rusqlite::Result<Result<DeliveryRecor
     let payload: Option<String> = r.get(13)?;
     let class: Option<String> = r.get(23)?;
     let detail: Option<String> = r.get(26)?;
+    let cursor: Option<String> = r.get(27)?;
     let received_at: i64 = r.get(5)?;
     let created_at: i64 = r.get(17)?;
     let updated_at: i64 = r.get(18)?;
@@ -73,6 +74,7 @@ pub(crate) fn record(r: &rusqlite::Row) -> rusqlite::Result<Result<DeliveryRecor
             last_error,
             last_status,
             error_detail: detail.as_deref().map(decode_json).transpose()?,
+            cursor: cursor.as_deref().map(decode_json).transpose()?,
         })
     })())
 }
@@ -281,11 +283,22 @@ pub(crate) fn complete(c: &Connection, r: &AttemptResult) -> Result<bool> {
     };
     c.prepare_cached(
         "UPDATE deliveries SET state = ?2, attempts = ?3, next_attempt_at = ?4, delivered_at = ?5, lease_owner = NULL, lease_until = NULL,
-             updated_at = ?6, error_class = ?7, last_error = ?8, last_status = ?9
+             updated_at = ?6, error_class = ?7, last_error = ?8, last_status = ?9, cursor = COALESCE(?10, cursor)
          WHERE id = ?1",
     )
     .and_then(|mut s| {
-        s.execute(params![r.delivery_id, state, new_attempts, next, delivered, now, class, error, r.status])
+        s.execute(params![
+            r.delivery_id,
+            state,
+            new_attempts,
+            next,
+            delivered,
+            now,
+            class,
+            error,
+            r.status,
+            r.cursor.as_ref().map(|c| c.to_string())
+        ])
     })
     .map_err(map_err)?;
     if let AttemptNext::Pause { resume_after, .. } = &r.next {
@@ -492,6 +505,8 @@ pub(crate) fn replay(
         .clone()
         .unwrap_or(before.ordering_key.clone());
     let scheduled = r.state == DeliveryState::Scheduled;
+    // A step cursor is about the payload it was made with.
+    let keep_cursor = r.payload.is_none() || r.payload == before.payload;
     let class = match r.state {
         DeliveryState::MappingFailed => Some(ErrorClass::Mapping.as_str()),
         DeliveryState::Invalid => Some(ErrorClass::Invalid.as_str()),
@@ -501,7 +516,7 @@ pub(crate) fn replay(
         "UPDATE deliveries SET state = ?2, payload = ?3, flow_version = COALESCE(?4, flow_version), ordering_key = ?5,
              generation = generation + 1, attempts = 0, next_attempt_at = ?6, delivered_at = NULL,
              lease_owner = NULL, lease_until = NULL, updated_at = ?7, created_at = ?7, error_class = ?8, last_error = ?9,
-             last_status = NULL, error_detail = ?10
+             last_status = NULL, error_detail = ?10, cursor = CASE WHEN ?11 THEN cursor END
          WHERE id = ?1",
         params![
             r.id,
@@ -514,6 +529,7 @@ pub(crate) fn replay(
             class,
             r.error,
             r.error_detail.as_ref().map(|v| v.to_string()),
+            keep_cursor,
         ],
     )
     .map_err(map_err)?;

@@ -72,6 +72,7 @@ fn delivered(d: &DeliveryRecord, owner: &str) -> AttemptResult {
         error: None,
         next: AttemptNext::Delivered,
         now,
+        cursor: None,
     }
 }
 

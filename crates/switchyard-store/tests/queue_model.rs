@@ -196,6 +196,7 @@ impl World {
             error: class.map(|c| format!("{} failure", c.as_str())),
             next,
             now: self.now,
+            cursor: None,
         }
     }
 
