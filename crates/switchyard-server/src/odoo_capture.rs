@@ -651,7 +651,12 @@ impl Capture {
                 _ = cancel.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            self.tick(&state).await;
+            // Dropping a poll between two awaits is safe: the cursor is saved only after a
+            // page's events committed, and a page read again is deduplicated.
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = self.tick(&state) => {}
+            }
         }
     }
 

@@ -18,6 +18,8 @@ use switchyard_odoo_sim::{OdooVersion, SimConfig, Simulator};
 
 use crate::LogFormatArg;
 
+mod install;
+
 /// The admin user of the simulated database (login `admin`), who gets the `--api-key`s.
 const ADMIN_UID: i64 = 2;
 
@@ -28,6 +30,9 @@ pub enum OdooCommand {
     /// Probe the configured Odoo connections now: version, authenticate, a cheap
     /// search_count and the API key's expiry. Exit status 1 when one fails.
     Probe(ProbeArgs),
+    /// Create (or bring up to date) the Odoo automation rule that sends webhook hints of a
+    /// model's changes to an odoo source. Idempotent: a second run changes nothing.
+    InstallWebhooks(install::InstallWebhooksArgs),
 }
 
 #[derive(Args, Debug)]
@@ -138,6 +143,7 @@ pub async fn run(cmd: OdooCommand, config: &Path, log_format: Option<LogFormatAr
     match cmd {
         OdooCommand::Sim(args) => sim(args, log_format).await,
         OdooCommand::Probe(args) => probe(args, config, log_format).await,
+        OdooCommand::InstallWebhooks(args) => install::run(args, config, log_format).await,
     }
 }
 

@@ -182,6 +182,10 @@ pub async fn start(
         node.clone(),
         config.probes.clone(),
     ));
+    let capture =
+        switchyard_server::odoo_capture::Capture::from_config(config, &state.sources, &node)
+            .map_err(|e| anyhow::anyhow!(e))?;
+    let state = state.with_capture(capture);
     let usage = Usage {
         store: store.clone(),
         clock: clock.clone(),
@@ -209,6 +213,7 @@ pub async fn start(
     let tracker = TaskTracker::new();
     tracker.spawn(heartbeat.run(cancel.clone()));
     tracker.spawn(state.probes.clone().run(cancel.clone()));
+    tracker.spawn(state.capture.clone().run(state.clone(), cancel.clone()));
     tracker.spawn(usage.run(cancel.clone()));
     tracker.spawn(
         Retention {
