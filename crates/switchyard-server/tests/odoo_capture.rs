@@ -102,11 +102,15 @@ impl Drop for Hub {
 }
 
 async fn hub(w: &World) -> Hub {
+    hub_as(w, "test-node").await
+}
+
+async fn hub_as(w: &World, node: &str) -> Hub {
     let store: SharedStore = switchyard_store::open(&w.db, &StoreOptions::default())
         .await
         .unwrap();
     let sources = Sources::compile(&w.config).unwrap();
-    let capture = Capture::from_config(&w.config, &sources, "test-node").unwrap();
+    let capture = Capture::from_config(&w.config, &sources, node).unwrap();
     let state = AppState::new(
         store,
         w.clock.clone(),
@@ -114,7 +118,7 @@ async fn hub(w: &World) -> Hub {
             max_body_bytes: 1 << 20,
             allowed_origins: vec![],
         },
-        "test-node",
+        node,
     )
     .with_sources(sources)
     .with_capture(capture);
@@ -550,4 +554,33 @@ async fn webhook_hints_are_read_back_and_give_one_event_per_change_with_the_poll
             })
             .is_some()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_polls_a_source_at_a_time() {
+    let w = world("interval_seconds = 10").await;
+    let p = partner(&w).await;
+    order(&w, p, "x").await;
+    let a = hub(&w).await;
+    let b = hub_as(&w, "node-b").await;
+    assert_eq!(a.poll().await.stored, 1);
+    let r = b.poll().await;
+    assert!(!r.ran, "A holds poll:odoo-orders: {r:?}");
+    // A stops (as if it died): its lease lapses after three intervals (at least 60 s) and B
+    // continues from A's cursor.
+    w.clock.advance(Duration::seconds(61));
+    order(&w, p, "y").await;
+    advance(&w, 1_000);
+    let r = b.poll().await;
+    assert!(r.ran);
+    assert_eq!(r.stored, 1, "only the new order: {r:?}");
+    let cursor = b
+        .state
+        .capture
+        .cursor(&b.state, "odoo-orders")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(cursor.node, "node-b");
+    assert_eq!(cursor.events, 2);
 }
