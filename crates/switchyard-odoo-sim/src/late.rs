@@ -3,16 +3,16 @@
 //! rows written later. A poller that only looks forward from its cursor misses them.
 
 use crate::exc::OResult;
-use crate::orm::{Id, Record};
+use crate::orm::Id;
 use crate::registry::Env;
-use crate::{Simulator, timestamp};
+use crate::{RowChange, Simulator, diff, timestamp};
 use serde_json::{Map, Value};
 
 /// Changes computed now, applied by [`PendingCommit::commit`].
 #[must_use = "a pending transaction changes nothing until it commits"]
 pub struct PendingCommit {
     sim: Simulator,
-    changes: Vec<(String, Id, Record)>,
+    changes: Vec<RowChange>,
 }
 
 impl Simulator {
@@ -39,13 +39,7 @@ impl Simulator {
             effects: vec![],
         };
         env.write(model, ids, vals)?;
-        let changes = ids
-            .iter()
-            .filter_map(|id| {
-                copy.get(model, *id)
-                    .map(|r| (model.to_string(), *id, r.clone()))
-            })
-            .collect();
+        let changes = diff(&st.tables, &copy);
         Ok(PendingCommit {
             sim: self.clone(),
             changes,
@@ -54,12 +48,10 @@ impl Simulator {
 }
 
 impl PendingCommit {
-    /// Make the held changes visible, keeping their original `write_date`.
+    /// Make the held changes visible, keeping their original `write_date` (as any commit,
+    /// it bumps the rows' versions, so a transaction that read them before conflicts).
     pub fn commit(self) {
         let mut state = self.sim.inner.state.lock().expect("state");
-        for (model, id, rec) in self.changes {
-            state.tables.table_mut(&model).rows.insert(id, rec);
-        }
-        state.version += 1;
+        state.apply(self.changes);
     }
 }
