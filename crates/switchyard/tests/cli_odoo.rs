@@ -4,90 +4,11 @@
 mod support;
 
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
+use support::OdooSim as Sim;
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-/// A running `switchyard odoo sim`, killed when dropped.
-struct Sim {
-    child: Option<Child>,
-    /// The line it printed at start.
-    banner: String,
-    base: String,
-}
-
-impl Sim {
-    /// Starts the simulator on a port of its choosing; returns once it printed where.
-    fn start(args: &[&str]) -> Sim {
-        let mut child = Command::new(support::bin())
-            .args(["odoo", "sim", "--listen", "127.0.0.1:0"])
-            .args(["--cost-per-call-ms", "0", "--cost-per-record-ms", "0"])
-            .args(args)
-            .env_remove("SWITCHYARD_ODOO_SIM_PASSWORD")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut banner = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut banner)
-            .unwrap();
-        let base = banner
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| panic!("no address in {banner:?}"))
-            .trim_end_matches(',')
-            .to_string();
-        Sim {
-            child: Some(child),
-            banner,
-            base,
-        }
-    }
-
-    fn post(&self, path: &str, bearer: Option<&str>, body: Value) -> (u16, Value) {
-        let mut req = reqwest::blocking::Client::new()
-            .post(format!("{}{path}", self.base))
-            .header("content-type", "application/json")
-            .body(body.to_string());
-        if let Some(key) = bearer {
-            req = req.header("authorization", format!("bearer {key}"));
-        }
-        let r = req.send().unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().unwrap_or(Value::Null))
-    }
-
-    fn jsonrpc(&self, service: &str, method: &str, args: Value) -> Value {
-        let (status, body) = self.post(
-            "/jsonrpc",
-            None,
-            json!({"jsonrpc": "2.0", "method": "call", "id": 1,
-                   "params": {"service": service, "method": method, "args": args}}),
-        );
-        assert_eq!(status, 200, "{body}");
-        body
-    }
-
-    fn sigterm(&mut self) -> std::process::ExitStatus {
-        let mut c = self.child.take().unwrap();
-        unsafe {
-            libc::kill(c.id() as i32, libc::SIGTERM);
-        }
-        c.wait().unwrap()
-    }
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 #[test]

@@ -6,43 +6,8 @@
 mod support;
 
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-
-struct Sim {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn sim() -> Sim {
-    let mut child = Command::new(support::bin())
-        .args(["odoo", "sim", "--listen", "127.0.0.1:0"])
-        .args(["--cost-per-call-ms", "0", "--cost-per-record-ms", "0"])
-        .env_remove("SWITCHYARD_ODOO_SIM_PASSWORD")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut banner = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut banner)
-        .unwrap();
-    let base = banner
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no address in {banner:?}"))
-        .trim_end_matches(',')
-        .to_string();
-    Sim { child, base }
-}
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -50,7 +15,7 @@ fn text(b: &[u8]) -> String {
 
 #[test]
 fn install_webhooks_is_idempotent() {
-    let sim = sim();
+    let sim = support::OdooSim::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("odoo.secret");
     std::fs::write(&secret, "admin\n").unwrap();
@@ -129,7 +94,7 @@ fn odoo_call(base: &str, model: &str, method: &str, args: Value) -> Value {
 
 #[test]
 fn serve_polls_an_odoo_model_and_takes_its_webhook_hints() {
-    let sim = sim();
+    let sim = support::OdooSim::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("odoo.secret");
     std::fs::write(&secret, "admin\n").unwrap();

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
@@ -366,5 +367,94 @@ mod reqwest {
             .nth(1)
             .and_then(|c| c.parse().ok())
             .ok_or(())
+    }
+}
+
+/// A running `switchyard odoo sim`, killed when dropped.
+pub struct OdooSim {
+    child: Option<Child>,
+    /// The line it printed at start.
+    pub banner: String,
+    pub base: String,
+}
+
+impl OdooSim {
+    /// Starts the simulator on a port of its choosing; returns once it printed where.
+    pub fn start(args: &[&str]) -> OdooSim {
+        let mut child = Command::new(bin())
+            .args(["odoo", "sim", "--listen", "127.0.0.1:0"])
+            .args(["--cost-per-call-ms", "0", "--cost-per-record-ms", "0"])
+            .args(args)
+            .env_remove("SWITCHYARD_ODOO_SIM_PASSWORD")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut banner = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut banner)
+            .unwrap();
+        let base = banner
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no address in {banner:?}"))
+            .trim_end_matches(',')
+            .to_string();
+        OdooSim {
+            child: Some(child),
+            banner,
+            base,
+        }
+    }
+
+    pub fn post(
+        &self,
+        path: &str,
+        bearer: Option<&str>,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let mut req = ::reqwest::blocking::Client::new()
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(key) = bearer {
+            req = req.header("authorization", format!("bearer {key}"));
+        }
+        let r = req.send().unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().unwrap_or(serde_json::Value::Null))
+    }
+
+    pub fn jsonrpc(
+        &self,
+        service: &str,
+        method: &str,
+        args: serde_json::Value,
+    ) -> serde_json::Value {
+        let (status, body) = self.post(
+            "/jsonrpc",
+            None,
+            serde_json::json!({"jsonrpc": "2.0", "method": "call", "id": 1,
+                   "params": {"service": service, "method": method, "args": args}}),
+        );
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    pub fn sigterm(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().unwrap();
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        c.wait().unwrap()
+    }
+}
+
+impl Drop for OdooSim {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
