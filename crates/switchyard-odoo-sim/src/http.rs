@@ -142,7 +142,12 @@ pub(crate) async fn serve_call(
     let outcome = loop {
         tries += 1;
         let (mut outcome, pending) = crate::deferred(&call);
-        let cost = cfg.cost_per_call_ms + cfg.cost_per_record_ms * outcome.records as f64;
+        let per_call = if outcome.read_only {
+            cfg.cost_per_read_ms
+        } else {
+            cfg.cost_per_call_ms
+        };
+        let cost = per_call + cfg.cost_per_record_ms * outcome.records as f64;
         if cost > 0.0 {
             tokio::time::sleep(std::time::Duration::from_secs_f64(cost / 1000.0)).await;
         }

@@ -80,6 +80,9 @@ pub struct SimArgs {
     /// Simulated server time per record a call touches, in milliseconds.
     #[arg(long, default_value_t = SimConfig::default().cost_per_record_ms, value_parser = parse_ms)]
     cost_per_record_ms: f64,
+    /// Simulated server time per call that only reads (read, search_read, …), in milliseconds.
+    #[arg(long, default_value_t = SimConfig::default().cost_per_read_ms, value_parser = parse_ms)]
+    cost_per_read_ms: f64,
     /// Calls served at once (Odoo's worker threads); more calls queue.
     #[arg(long, default_value_t = SimConfig::default().workers as u32,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -266,6 +269,7 @@ async fn sim(args: SimArgs, log_format: Option<LogFormatArg>) -> ExitCode {
         admin_password: args.admin_password,
         cost_per_call_ms: args.cost_per_call_ms,
         cost_per_record_ms: args.cost_per_record_ms,
+        cost_per_read_ms: args.cost_per_read_ms,
         workers: args.workers as usize,
         faults,
     };
