@@ -57,7 +57,17 @@ pub struct OdooOperationConfig {
     /// The steps of a `call`.
     #[serde(default)]
     pub steps: Vec<OdooStepConfig>,
+    /// Most records per Odoo call for upsert, create and write (default 100; 1 sends every
+    /// record alone, for flows whose order across models matters). Deliveries of this flow
+    /// that are ready while a call is in flight go together in the next one; nothing
+    /// waits for a batch to fill. A `call` is never batched.
+    pub batch_size: Option<u32>,
 }
+
+/// Records per Odoo call unless a flow sets `batch_size`.
+pub const DEFAULT_BATCH_SIZE: usize = 100;
+/// The largest `batch_size` (a `load` of more rows risks Odoo's request timeouts).
+pub const MAX_BATCH_SIZE: u32 = 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -137,6 +147,8 @@ pub struct OdooOperation {
     pub values: Jq,
     pub context: Map<String, Value>,
     pub steps: Vec<OdooStep>,
+    /// Most records per call (1 for `call`).
+    pub batch_size: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -239,6 +251,20 @@ pub fn compile(c: &OdooOperationConfig) -> Result<OdooOperation, Vec<(String, St
         if c.steps.is_empty() {
             p("steps", "operation \"call\" needs at least one step".into());
         }
+        if c.batch_size.is_some_and(|b| b != 1) {
+            p(
+                "batch_size",
+                "a call runs its steps record by record and is never batched".into(),
+            );
+        }
+    }
+    if let Some(b) = c.batch_size
+        && !(1..=MAX_BATCH_SIZE).contains(&b)
+    {
+        p(
+            "batch_size",
+            format!("must be 1 to {MAX_BATCH_SIZE} records per call (1 sends each alone)"),
+        );
     }
     let mut seen = HashSet::new();
     for k in &c.key {
@@ -395,6 +421,11 @@ pub fn compile(c: &OdooOperationConfig) -> Result<OdooOperation, Vec<(String, St
             values,
             context: c.context.clone(),
             steps,
+            batch_size: if record_op {
+                c.batch_size.map_or(DEFAULT_BATCH_SIZE, |b| b as usize)
+            } else {
+                1
+            },
         }),
         _ => Err(problems),
     }

@@ -62,6 +62,13 @@ pub trait Destination: Send + Sync + 'static {
         (self.send(out, now).await, None)
     }
 
+    /// The most deliveries this destination sends in one request (an Odoo `load` carries
+    /// many): the engine lets `concurrency × batch_size` deliveries wait at it, so that
+    /// those ready while a request is in flight can go together in the next one.
+    fn batch_size(&self) -> usize {
+        1
+    }
+
     /// The class of a failure; destination types may refine the shared table.
     fn classify(&self, failure: Failure, _excerpt: Option<&str>) -> ErrorClass {
         classify(failure)

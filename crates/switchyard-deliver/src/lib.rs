@@ -161,6 +161,8 @@ impl Engine {
         config: DeliveryConfig,
     ) -> Result<Engine, Error> {
         let mut dests = HashMap::new();
+        // Per destination: deliveries that may wait for a request beyond its concurrency.
+        let mut batching: HashMap<String, usize> = HashMap::new();
         for d in flows.destinations() {
             let c = &d.config;
             let failed = |message| Error::Destination {
@@ -168,19 +170,23 @@ impl Engine {
                 message,
             };
             let sender: Arc<dyn Destination> = match (c.kind, &d.odoo) {
-                (DestinationKind::Odoo, Some(conn)) => {
-                    Arc::new(odoo::OdooDestination::new(&c.name, conn, &flows).map_err(failed)?)
-                }
+                (DestinationKind::Odoo, Some(conn)) => Arc::new(
+                    odoo::OdooDestination::new(&c.name, conn, &flows, c.concurrency as usize)
+                        .map_err(failed)?,
+                ),
                 (DestinationKind::Odoo, None) => {
                     return Err(failed("no [[odoo]] connection".into()));
                 }
                 (DestinationKind::Http, _) => Arc::new(HttpDestination::new(c).map_err(failed)?),
             };
+            let batch = sender.batch_size().max(1);
+            batching.insert(c.name.clone(), c.concurrency as usize * (batch - 1));
             dests.insert(
                 c.name.clone(),
                 Arc::new(Dest {
                     sender,
-                    gate: PriorityGate::new(c.concurrency as usize),
+                    // A destination that batches lets a batch's worth wait per request.
+                    gate: PriorityGate::new(c.concurrency as usize * batch),
                     limiter: Limiter::new(c.rate_per_second, c.burst),
                     circuit: Circuit::new(
                         c.circuit.failures,
@@ -200,8 +206,19 @@ impl Engine {
             .unwrap_or(0);
         let lease = Duration::seconds(config.lease_seconds as i64)
             .max(Duration::milliseconds(slowest as i64) + Duration::seconds(10));
+        // A lane's concurrency counts requests: deliveries waiting to ride along in a batch
+        // get slots of their own.
         let lane = |l: Lane| {
-            let n = config.lanes.of(l).max(1) as usize;
+            let waiting: usize = flows
+                .flows()
+                .iter()
+                .filter(|f| f.lane == l)
+                .map(|f| f.destination.as_str())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .map(|d| batching.get(d).copied().unwrap_or(0))
+                .sum();
+            let n = config.lanes.of(l).max(1) as usize + waiting;
             LaneState {
                 slots: Arc::new(Semaphore::new(n)),
                 concurrency: n,
@@ -209,12 +226,13 @@ impl Engine {
                 active: AtomicUsize::new(0),
             }
         };
+        let lanes = [lane(Lane::Critical), lane(Lane::Standard), lane(Lane::Bulk)];
         Ok(Engine(Arc::new(Inner {
             store,
             clock,
             flows,
             node,
-            lanes: [lane(Lane::Critical), lane(Lane::Standard), lane(Lane::Bulk)],
+            lanes,
             config,
             dests,
             pauses: Mutex::new(HashMap::new()),

@@ -141,6 +141,33 @@ operation = "upsert"
 external_id = '"shop.customer_" + .id'
 values = "del(.id)"
 
+[[destinations]]
+name = "bulk"
+type = "odoo"
+odoo = "sim"
+concurrency = 1
+
+[[flows]]
+name = "bulk-customers"
+destination = "bulk"
+match = { type = ["bulk.customer"] }
+retry = { initial_ms = 20, max_backoff_seconds = 1 }
+[flows.odoo]
+model = "res.partner"
+operation = "upsert"
+external_id = '"shop.bulk_" + .id'
+values = "del(.id)"
+
+[[flows]]
+name = "bulk-contacts"
+destination = "bulk"
+match = { type = ["bulk.contact"] }
+retry = { initial_ms = 20, max_backoff_seconds = 1 }
+[flows.odoo]
+model = "res.partner"
+operation = "upsert"
+key = ["ref"]
+
 [[flows]]
 name = "contacts"
 destination = "erp"
@@ -710,5 +737,148 @@ async fn confirm_and_validate_through_the_wizards_exactly_once() {
         h.rows("stock.picking", |r| at(r, "sale_id") == &json!(so))
             .len(),
         2
+    );
+}
+
+/// Sizes of the `load` or `create` calls on `res.partner` the simulator served.
+fn batch_sizes(h: &Hub, method: &str) -> Vec<usize> {
+    h.sim
+        .calls()
+        .iter()
+        .filter(|c| c.model == "res.partner" && c.method == method)
+        .map(|c| c.records)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_deliveries_share_a_load_and_only_bad_rows_are_dead_lettered() {
+    let h = hub().await;
+    // Every call takes 40 ms: what arrives meanwhile waits for the next call.
+    h.sim.set_faults(switchyard_odoo_sim::faults::Faults {
+        latency_ms: 40,
+        ..Default::default()
+    });
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        let data = match i {
+            7 => json!({"id": "7", "name": "Bulk 7", "type": "bogus"}),
+            13 => json!({"id": "13", "name": "", "type": "contact"}),
+            // a second update of customer 5 while the first may still wait
+            39 => json!({"id": "5", "name": "Bulk 5 (later)", "type": "invoice"}),
+            _ => json!({"id": i.to_string(), "name": format!("Bulk {i}"), "type": "contact"}),
+        };
+        ids.push(h.ingest("bulk.customer", &format!("b-{i}"), data).await);
+    }
+    let mut settled = Vec::new();
+    for id in &ids {
+        settled.push(h.settled(*id).await);
+    }
+    for (i, d) in settled.iter().enumerate() {
+        match i {
+            7 | 13 => {
+                assert_eq!(d.state, DeliveryState::Dead, "delivery {i}");
+                let attempts = h.attempts(d.id).await;
+                assert_eq!(attempts.len(), 1, "dead-lettered at once: {attempts:?}");
+                let error = attempts[0].2.clone().unwrap();
+                // each with Odoo's message for its own row, not the other's
+                let (own, other) = if i == 7 {
+                    ("not found in selection field", "require a name")
+                } else {
+                    ("require a name", "not found in selection field")
+                };
+                assert!(error.contains(own), "delivery {i}: {error}");
+                assert!(!error.contains(other), "delivery {i}: {error}");
+            }
+            _ => assert_eq!(
+                d.state,
+                DeliveryState::Delivered,
+                "delivery {i}: {:?}",
+                d.last_error
+            ),
+        }
+    }
+    let bulk = h.rows("res.partner", |r| {
+        r.get("name")
+            .and_then(Value::as_str)
+            .is_some_and(|n| n.starts_with("Bulk "))
+    });
+    assert_eq!(
+        bulk.len(),
+        37,
+        "38 customers less the two bad ones, each once"
+    );
+    let five = h.rows("res.partner", |r| {
+        r.get("name") == Some(&json!("Bulk 5 (later)"))
+    });
+    assert_eq!(five.len(), 1, "the later update of customer 5 applied last");
+    assert_eq!(five[0]["type"], "invoice");
+    assert!(h.rows("res.partner", named("Bulk 5")).is_empty());
+    let xids = h.rows("ir.model.data", |r| {
+        r.get("name")
+            .and_then(Value::as_str)
+            .is_some_and(|n| n.starts_with("bulk_"))
+    });
+    assert_eq!(xids.len(), 37);
+    let loads = batch_sizes(&h, "load");
+    assert!(
+        loads.len() <= 10 && loads.iter().any(|&n| n >= 10),
+        "40 deliveries in a handful of loads: {loads:?}"
+    );
+    // The note of each says what it did, in a call with others.
+    let note = h.attempts(settled[20].id).await[0].1.clone().unwrap();
+    assert!(
+        note.contains("res.partner shop.bulk_20: created id "),
+        "{note}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batched_create_by_key_lands_once_when_its_answer_is_lost_and_a_fault_is_halved() {
+    let h = hub().await;
+    h.sim.set_faults(switchyard_odoo_sim::faults::Faults {
+        latency_ms: 40,
+        ..Default::default()
+    });
+    // The first create commits and its answer is lost.
+    h.proxy.lose("\"res.partner\",\"create\"", 0, 1);
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let mut data = json!({"ref": format!("K{i}"), "name": format!("Keyed {i}")});
+        if i == 11 {
+            // Odoo refuses the whole list with a fault that names no record
+            data["type"] = json!("bogus");
+        }
+        ids.push(h.ingest("bulk.contact", &format!("k-{i}"), data).await);
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let d = h.settled(*id).await;
+        if i == 11 {
+            assert_eq!(d.state, DeliveryState::Dead);
+            let error = h.attempts(d.id).await[0].2.clone().unwrap();
+            assert!(
+                error.contains("Wrong value for res.partner.type"),
+                "{error}"
+            );
+        } else {
+            assert_eq!(
+                d.state,
+                DeliveryState::Delivered,
+                "delivery {i}: {:?}",
+                d.last_error
+            );
+        }
+    }
+    for i in 0..20 {
+        let n = h
+            .rows("res.partner", |r| {
+                r.get("ref") == Some(&json!(format!("K{i}")))
+            })
+            .len();
+        assert_eq!(n, usize::from(i != 11), "contact K{i}");
+    }
+    let creates = batch_sizes(&h, "create");
+    assert!(
+        creates.iter().any(|&n| n >= 5),
+        "the contacts went in list creates: {creates:?}"
     );
 }

@@ -45,13 +45,22 @@ use switchyard_odoo::{CallOptions, OdooClient, OdooConfig, OdooError, Protocol, 
 use tokio::sync::Mutex;
 
 /// One Odoo database as a destination, with the operations of the flows that send to it.
+mod batch;
+mod records;
+
 pub struct OdooDestination {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     name: String,
     client: OdooClient,
     /// Flow name → what it does here.
     operations: HashMap<String, Arc<OdooOperation>>,
     /// Model → its fields (`fields_get`), read once.
     fields: Mutex<HashMap<String, Arc<Fields>>>,
+    /// The record operations' calls in flight and the deliveries waiting for the next one.
+    batches: batch::Batches,
 }
 
 /// A field's type and relation, as `fields_get` tells.
@@ -64,7 +73,7 @@ struct Field {
 type Fields = HashMap<String, Field>;
 
 /// Why an operation stopped.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Stop {
     /// Odoo refused or failed; its class decides.
     Odoo { during: String, error: OdooError },
@@ -72,6 +81,9 @@ enum Stop {
     Payload(String),
     /// Odoo answered, but not with what was asked (load messages, an unproven step).
     Refused(String),
+    /// Not attempted now (another delivery for the same record is in the same call, or the
+    /// call was interrupted): try again.
+    Retry(String),
 }
 
 impl Stop {
@@ -84,6 +96,7 @@ impl Stop {
         match self {
             Stop::Odoo { error, .. } => error.class(),
             Stop::Payload(_) | Stop::Refused(_) => ErrorClass::Permanent,
+            Stop::Retry(_) => ErrorClass::Transient,
         }
     }
 
@@ -102,7 +115,7 @@ impl Stop {
         match self {
             Stop::Odoo { during, error } => format!("{during}: {error}"),
             Stop::Payload(m) => format!("payload: {m}"),
-            Stop::Refused(m) => m.clone(),
+            Stop::Refused(m) | Stop::Retry(m) => m.clone(),
         }
     }
 
@@ -164,9 +177,15 @@ fn protocol(p: OdooProtocol) -> Protocol {
 }
 
 impl OdooDestination {
-    /// The destination `name` over connection `c`, for the flows of `flows` that send to it.
-    /// The secret is read now (a broken reference was refused by `check`).
-    pub fn new(name: &str, c: &OdooConnectionConfig, flows: &Flows) -> Result<Self, String> {
+    /// The destination `name` over connection `c`, for the flows of `flows` that send to it,
+    /// with at most `concurrency` calls in flight. The secret is read now (a broken
+    /// reference was refused by `check`).
+    pub fn new(
+        name: &str,
+        c: &OdooConnectionConfig,
+        flows: &Flows,
+        concurrency: usize,
+    ) -> Result<Self, String> {
         let secret = c.secret.expose().map_err(|e| e.to_string())?;
         let mut config = OdooConfig::new(&c.url, &c.database, &c.login, &secret);
         config.protocol = protocol(c.protocol);
@@ -180,13 +199,18 @@ impl OdooDestination {
             .filter_map(|f| f.odoo.clone().map(|op| (f.name.clone(), op)))
             .collect();
         Ok(OdooDestination {
-            name: name.to_owned(),
-            client,
-            operations,
-            fields: Mutex::new(HashMap::new()),
+            inner: Arc::new(Inner {
+                name: name.to_owned(),
+                client,
+                operations,
+                fields: Mutex::new(HashMap::new()),
+                batches: batch::Batches::new(concurrency),
+            }),
         })
     }
+}
 
+impl Inner {
     fn options(&self, out: &Outbound<'_>, context: &[&Map<String, Value>]) -> CallOptions {
         let mut merged = Map::new();
         for c in context {
@@ -231,323 +255,6 @@ impl OdooDestination {
             .await
             .insert(model.to_owned(), fields.clone());
         Ok(fields)
-    }
-
-    /// Performs `op` for one payload: the note on success, the cursor reached either way.
-    async fn perform(
-        &self,
-        op: &OdooOperation,
-        out: &Outbound<'_>,
-    ) -> (Result<String, Stop>, Option<Value>) {
-        match op.kind {
-            OdooOperationKind::Call => {
-                let mut cursor = Cursor::from_value(out.cursor);
-                let r = self.call(op, out, &mut cursor).await;
-                (r, Some(cursor.to_value()))
-            }
-            _ => {
-                // Reads first, so running it again after a lost answer finds the work done.
-                let first = self.record(op, out).await;
-                match first {
-                    Err(stop) if stop.ambiguous() => {
-                        tracing::info!(destination = %self.name, error = %stop.message(), "answer lost; reading back before anything else");
-                        let again = self.record(op, out).await;
-                        (
-                            again.map(|note| format!("{note} (the first answer was lost)")),
-                            None,
-                        )
-                    }
-                    other => (other, None),
-                }
-            }
-        }
-    }
-
-    // ---- upsert / create / write ---------------------------------------------------------
-
-    async fn record(&self, op: &OdooOperation, out: &Outbound<'_>) -> Result<String, Stop> {
-        let model = op.model.as_str();
-        let opts = self.options(out, &[&op.context]);
-        let values = match op.values.run(out.payload, &[]) {
-            Ok(mut v) if v.len() == 1 => v.remove(0),
-            Ok(v) => {
-                return Err(Stop::Payload(format!(
-                    "values produced {} results; it must produce one object",
-                    v.len()
-                )));
-            }
-            Err(e) => return Err(Stop::Payload(format!("values: {e}"))),
-        };
-        let Value::Object(values) = values else {
-            return Err(Stop::Payload(format!(
-                "values must be an object of field values, not {values}"
-            )));
-        };
-        let fields = self.fields(model, &opts).await?;
-        let values = sanitize(model, &fields, values)?;
-        let external_id = match &op.external_id {
-            None => None,
-            Some(jq) => match jq.first(out.payload, &[]) {
-                Ok(Some(Value::String(x))) if !x.trim().is_empty() => Some(qualify(&x)),
-                Ok(other) => {
-                    return Err(Stop::Payload(format!(
-                        "external_id `{}` gave {}, not a non-empty string",
-                        jq.code(),
-                        other.unwrap_or(Value::Null)
-                    )));
-                }
-                Err(e) => return Err(Stop::Payload(format!("external_id: {e}"))),
-            },
-        };
-        if external_id.is_some()
-            && let Some(f) = values.keys().find(|k| fields[*k].ty == "one2many")
-        {
-            return Err(Stop::Payload(format!(
-                "{model}.{f} is a one2many: an upsert by external id goes through load, which appends the children again on every import; send the lines in their own flow (by external id, pointing at this record)"
-            )));
-        }
-        let existing = match &external_id {
-            Some((module, name)) => self.by_external_id(model, module, name, &opts).await?,
-            None => self.by_key(model, &op.key, &values, &opts).await?,
-        };
-        let what = match &external_id {
-            Some((m, n)) => format!("{model} {m}.{n}"),
-            None => format!("{model} with {}", key_text(&op.key, &values)),
-        };
-        match existing {
-            Some(id) => {
-                if op.kind == OdooOperationKind::Create {
-                    return Ok(format!("{what} exists (id {id}): not created again"));
-                }
-                let changes = self.differences(model, id, &fields, &values, &opts).await?;
-                if changes.is_empty() {
-                    return Ok(format!(
-                        "no change: {what} (id {id}) already has these values"
-                    ));
-                }
-                let names: Vec<String> = changes.keys().cloned().collect();
-                self.client
-                    .execute_kw(
-                        model,
-                        "write",
-                        vec![json!([id]), Value::Object(changes)],
-                        Map::new(),
-                        &opts,
-                    )
-                    .await
-                    .map_err(Stop::odoo(format!("{model}.write")))?;
-                Ok(format!("{what} (id {id}): wrote {}", names.join(", ")))
-            }
-            None if op.kind == OdooOperationKind::Write => Err(Stop::Refused(format!(
-                "{what} does not exist: nothing to write"
-            ))),
-            None => {
-                check_new_lines(model, &fields, &values)?;
-                let id = match &external_id {
-                    Some((module, name)) => {
-                        self.load_one(model, &format!("{module}.{name}"), &fields, &values, &opts)
-                            .await?
-                    }
-                    None => {
-                        let answer = self
-                            .client
-                            .execute_kw(
-                                model,
-                                "create",
-                                vec![Value::Object(values)],
-                                Map::new(),
-                                &opts,
-                            )
-                            .await
-                            .map_err(Stop::odoo(format!("{model}.create")))?;
-                        first_id(&answer).ok_or_else(|| {
-                            Stop::Refused(format!("{model}.create answered {answer}"))
-                        })?
-                    }
-                };
-                Ok(format!("{what}: created id {id}"))
-            }
-        }
-    }
-
-    async fn by_external_id(
-        &self,
-        model: &str,
-        module: &str,
-        name: &str,
-        opts: &CallOptions,
-    ) -> Result<Option<i64>, Stop> {
-        let rows = self
-            .client
-            .search_read(
-                "ir.model.data",
-                &SearchRead {
-                    domain: json!([["module", "=", module], ["name", "=", name]]),
-                    fields: &["model", "res_id"],
-                    limit: Some(1),
-                    ..Default::default()
-                },
-                opts,
-            )
-            .await
-            .map_err(Stop::odoo("ir.model.data.search_read"))?;
-        let Some(row) = rows.first() else {
-            return Ok(None);
-        };
-        if row.get("model").and_then(Value::as_str) != Some(model) {
-            return Err(Stop::Refused(format!(
-                "external id {module}.{name} names a {} record, not {model}",
-                row.get("model").unwrap_or(&Value::Null)
-            )));
-        }
-        let Some(id) = row.get("res_id").and_then(Value::as_i64) else {
-            return Ok(None);
-        };
-        // A dangling external id (its record deleted): load creates the record again.
-        let alive = self
-            .client
-            .search_count(model, json!([["id", "=", id]]), opts)
-            .await
-            .map_err(Stop::odoo(format!("{model}.search_count")))?;
-        Ok((alive > 0).then_some(id))
-    }
-
-    async fn by_key(
-        &self,
-        model: &str,
-        key: &[String],
-        values: &Map<String, Value>,
-        opts: &CallOptions,
-    ) -> Result<Option<i64>, Stop> {
-        let mut domain = Vec::new();
-        for k in key {
-            let v = values.get(k).ok_or_else(|| {
-                Stop::Payload(format!("the key field {k} is not among the values"))
-            })?;
-            if is_empty(v) {
-                return Err(Stop::Payload(format!(
-                    "the key field {k} is empty: it cannot identify a record"
-                )));
-            }
-            domain.push(json!([k, "=", v]));
-        }
-        let rows = self
-            .client
-            .search_read(
-                model,
-                &SearchRead {
-                    domain: Value::Array(domain),
-                    fields: &["id"],
-                    limit: Some(2),
-                    ..Default::default()
-                },
-                opts,
-            )
-            .await
-            .map_err(Stop::odoo(format!("{model}.search_read")))?;
-        match rows.as_slice() {
-            [] => Ok(None),
-            [one] => Ok(one.get("id").and_then(Value::as_i64)),
-            _ => Err(Stop::Refused(format!(
-                "{} matches several {model} records: the key must identify one",
-                key_text(key, values)
-            ))),
-        }
-    }
-
-    /// The values that differ from record `id`'s, ready to write. One2many commands are
-    /// checked against the lines read from this same record.
-    async fn differences(
-        &self,
-        model: &str,
-        id: i64,
-        fields: &Fields,
-        values: &Map<String, Value>,
-        opts: &CallOptions,
-    ) -> Result<Map<String, Value>, Stop> {
-        let names: Vec<&str> = values.keys().map(String::as_str).collect();
-        let mut kwargs = Map::new();
-        kwargs.insert("fields".into(), json!(names));
-        let rows = self
-            .client
-            .execute_kw(model, "read", vec![json!([id])], kwargs, opts)
-            .await
-            .map_err(Stop::odoo(format!("{model}.read")))?;
-        let current = rows
-            .get(0)
-            .and_then(Value::as_object)
-            .cloned()
-            .ok_or_else(|| Stop::Refused(format!("{model} {id} could not be read back")))?;
-        let mut changes = Map::new();
-        for (name, want) in values {
-            let ty = fields[name].ty.as_str();
-            let have = current.get(name).unwrap_or(&Value::Bool(false));
-            if ty == "one2many" {
-                let lines: BTreeSet<i64> = ids_of(have).into_iter().collect();
-                let commands = line_commands(model, name, id, &lines, want)?;
-                if !commands.is_empty() {
-                    changes.insert(name.clone(), Value::Array(commands));
-                }
-            } else if !same(ty, want, have) {
-                changes.insert(name.clone(), want.clone());
-            }
-        }
-        Ok(changes)
-    }
-
-    /// Creates one record and its external id in one transaction: `load` with an `id` column.
-    async fn load_one(
-        &self,
-        model: &str,
-        xid: &str,
-        fields: &Fields,
-        values: &Map<String, Value>,
-        opts: &CallOptions,
-    ) -> Result<i64, Stop> {
-        let mut columns = vec!["id".to_string()];
-        let mut row = vec![Value::String(xid.to_owned())];
-        for (name, v) in values {
-            let (column, cell) = load_cell(model, name, &fields[name].ty, v)?;
-            columns.push(column);
-            row.push(Value::String(cell));
-        }
-        let answer = self
-            .client
-            .execute_kw(
-                model,
-                "load",
-                vec![json!(columns), json!([row])],
-                Map::new(),
-                opts,
-            )
-            .await
-            .map_err(Stop::odoo(format!("{model}.load")))?;
-        let errors: Vec<String> = answer["messages"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|m| m["type"] == "error")
-            .map(|m| {
-                let field = m["field"]
-                    .as_str()
-                    .map(|f| format!("{f}: "))
-                    .unwrap_or_default();
-                format!("{field}{}", m["message"].as_str().unwrap_or("error"))
-            })
-            .collect();
-        match answer["ids"].as_array().and_then(|ids| ids.first()) {
-            Some(id) if errors.is_empty() => id
-                .as_i64()
-                .ok_or_else(|| Stop::Refused(format!("{model}.load answered {answer}"))),
-            _ => Err(Stop::Refused(format!(
-                "{model}.load refused the record: {}",
-                if errors.is_empty() {
-                    answer.to_string()
-                } else {
-                    errors.join("; ")
-                }
-            ))),
-        }
     }
 
     // ---- call ------------------------------------------------------------------------------
@@ -802,7 +509,16 @@ impl OdooDestination {
 #[async_trait]
 impl Destination for OdooDestination {
     fn name(&self) -> &str {
-        &self.name
+        &self.inner.name
+    }
+
+    fn batch_size(&self) -> usize {
+        self.inner
+            .operations
+            .values()
+            .map(|op| op.batch_size)
+            .max()
+            .unwrap_or(1)
     }
 
     async fn send(&self, out: &Outbound<'_>, now: DateTime<Utc>) -> Outcome {
@@ -814,14 +530,29 @@ impl Destination for OdooDestination {
         out: &Outbound<'_>,
         _now: DateTime<Utc>,
     ) -> (Outcome, Option<Value>) {
-        let Some(op) = self.operations.get(out.flow).cloned() else {
+        let inner = &self.inner;
+        let Some(op) = inner.operations.get(out.flow).cloned() else {
             let stop = Stop::Refused(format!(
                 "flow {} has no [flows.odoo] operation for destination {}",
-                out.flow, self.name
+                out.flow, inner.name
             ));
             return (stop.outcome(), None);
         };
-        let (result, cursor) = self.perform(&op, out).await;
+        let (result, cursor) = match op.kind {
+            OdooOperationKind::Call => {
+                let mut cursor = Cursor::from_value(out.cursor);
+                let r = inner.call(&op, out, &mut cursor).await;
+                (r, Some(cursor.to_value()))
+            }
+            _ => {
+                let job = records::Job {
+                    identity: records::identity(&op, out.payload),
+                    payload: out.payload.clone(),
+                    traceparent: out.traceparent.to_owned(),
+                };
+                (batch::submit(inner, out.flow, op, job).await, None)
+            }
+        };
         let outcome = match result {
             Ok(note) => Outcome::Delivered {
                 status: None,
@@ -832,7 +563,7 @@ impl Destination for OdooDestination {
                 ),
             },
             Err(stop) => {
-                tracing::debug!(destination = %self.name, flow = out.flow, event_id = out.event_id, class = stop.class().as_str(), error = %stop.message(), "odoo operation stopped");
+                tracing::debug!(destination = %inner.name, flow = out.flow, event_id = out.event_id, class = stop.class().as_str(), error = %stop.message(), "odoo operation stopped");
                 stop.outcome()
             }
         };
