@@ -13,6 +13,11 @@
 //! this process is the one destination, and every event carries its send time.
 //!
 //!     cargo run --release --bin switchyard-bench -- --e2e
+//!
+//! With `--odoo` it measures the Odoo destination against the Odoo simulator (see
+//! `bench/odoo.rs`): hub-added latency, and throughput with and without batching.
+//!
+//!     cargo run --release --bin switchyard-bench -- --odoo --dest-concurrency 4
 
 use anyhow::{Context, bail};
 use clap::Parser;
@@ -27,6 +32,8 @@ use std::time::{Duration, Instant};
 // In a directory of its own, so Cargo does not take it for another binary.
 #[path = "bench/e2e.rs"]
 mod e2e;
+#[path = "bench/odoo.rs"]
+mod odoo;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -85,6 +92,16 @@ struct Args {
     /// the runs at offered rates and the maximum-rate run.
     #[arg(long, default_value_t = 16)]
     dest_concurrency: u32,
+    /// The Odoo destination against the Odoo simulator instead (`bench/odoo.rs`):
+    /// hub-added latency, and throughput with and without automatic batching.
+    #[arg(long)]
+    odoo: bool,
+    /// Odoo: events posted one at a time for the latency measurement.
+    #[arg(long, default_value_t = 500)]
+    odoo_events: u64,
+    /// Odoo: events/s offered in the batched throughput run (above what Odoo can take).
+    #[arg(long, default_value_t = 1500)]
+    odoo_rate: u64,
     /// End to end: write every delivery (event number, sent and received ms after the run's
     /// start, latency ms) to DIR/run-N.csv.
     #[arg(long)]
@@ -483,6 +500,9 @@ async fn main() -> anyhow::Result<()> {
         "both" => vec!["sqlite", "postgres"],
         b => vec![b],
     };
+    if args.odoo {
+        return odoo::bench(&args).await;
+    }
     for b in backends {
         if args.e2e {
             e2e::bench_backend(&args, b).await?;
