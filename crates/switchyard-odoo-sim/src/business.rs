@@ -672,7 +672,9 @@ impl Behaviour for Product {
                 .unwrap_or_default();
             let mut t = rec.clone();
             t.remove("product_tmpl_id");
-            env.db.table_mut("product.template").rows.insert(id, t);
+            env.db
+                .table_mut("product.template")
+                .insert(id, std::sync::Arc::new(t));
             env.put("product.product", id, "product_tmpl_id", json!(id));
         }
         Ok(())

@@ -117,9 +117,9 @@ impl Behaviour for ModelData {
 
 /// (model, res_id) for `module.name`.
 pub fn xid_lookup(env: &Env, module: &str, name: &str) -> Option<(String, Id)> {
-    env.find("ir.model.data", "module", &json!(module))
-        .into_iter()
-        .find(|i| env.get("ir.model.data", *i, "name") == json!(name))
+    env.db
+        .table("ir.model.data")
+        .and_then(|t| t.xid(module, name))
         .map(|i| {
             (
                 env.get_str("ir.model.data", i, "model"),

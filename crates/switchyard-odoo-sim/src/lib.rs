@@ -136,7 +136,7 @@ pub struct State {
 }
 
 /// One row a transaction changed: its new value, or `None` when it was deleted.
-pub type RowChange = (String, Id, Option<Record>);
+pub type RowChange = (String, Id, Option<Arc<Record>>);
 
 /// A transaction that ran but has not committed yet: the rows it changed and the commit
 /// version its snapshot was taken at. Served calls commit only after their webhooks went
@@ -183,7 +183,11 @@ fn diff(old: &Tables, new: &Tables) -> Vec<RowChange> {
             None => &empty,
         };
         for (id, r) in &t.rows {
-            if o.rows.get(id) != Some(r) {
+            let same = o
+                .rows
+                .get(id)
+                .is_some_and(|was| Arc::ptr_eq(was, r) || was == r);
+            if !same {
                 out.push((name.clone(), *id, Some(r.clone())));
             }
         }
@@ -198,10 +202,10 @@ impl State {
     fn apply(&mut self, changes: Vec<RowChange>) {
         self.version += 1;
         for (model, id, rec) in changes {
-            let rows = &mut self.tables.table_mut(&model).rows;
+            let table = self.tables.table_mut(&model);
             match rec {
-                Some(r) => rows.insert(id, r),
-                None => rows.remove(&id),
+                Some(r) => table.insert(id, r),
+                None => table.remove(id),
             };
             self.row_versions.insert((model, id), self.version);
         }

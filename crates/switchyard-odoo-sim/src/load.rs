@@ -628,9 +628,9 @@ fn inherits(model: &str) -> Option<(&'static str, &'static str)> {
 fn set_xid(env: &mut Env, xid: &str, model: &str, id: Id) {
     let (module, name) = split_xid(xid);
     let stale = env
-        .find("ir.model.data", "module", &json!(module))
-        .into_iter()
-        .find(|i| env.get("ir.model.data", *i, "name") == json!(name));
+        .db
+        .table("ir.model.data")
+        .and_then(|t| t.xid(&module, &name));
     match stale {
         Some(row) => {
             env.put("ir.model.data", row, "model", json!(model));

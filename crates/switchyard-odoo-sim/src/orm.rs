@@ -71,10 +71,68 @@ impl ModelDef {
     }
 }
 
-/// One model's rows.
+/// One model's rows. Each row is shared between the committed state and the copies
+/// transactions work on until one of them changes it, so copying a table copies pointers
+/// and finding what a transaction changed compares pointers first.
 #[derive(Debug, Clone, Default)]
 pub struct Table {
-    pub rows: BTreeMap<Id, Record>,
+    /// Read freely; change through [`Table::insert`], [`Table::remove`] and
+    /// [`Tables::get_mut`], which keep the external-id index true.
+    pub rows: BTreeMap<Id, Arc<Record>>,
+    /// `ir.model.data` only: (module, name) → id, built on the first lookup and kept up to
+    /// date by `insert` (Odoo's unique index on those columns: a `load` of many rows looks
+    /// up every row's external id, which a scan made quadratic).
+    xids: std::sync::OnceLock<Arc<std::collections::HashMap<(String, String), Id>>>,
+}
+
+fn xid_key(rec: &Record) -> Option<(String, String)> {
+    Some((
+        rec.get("module")?.as_str()?.to_owned(),
+        rec.get("name")?.as_str()?.to_owned(),
+    ))
+}
+
+impl Table {
+    pub fn insert(&mut self, id: Id, rec: Arc<Record>) {
+        if let Some(ix) = self.xids.get_mut()
+            && let Some(key) = xid_key(&rec)
+        {
+            Arc::make_mut(ix).insert(key, id);
+        }
+        self.rows.insert(id, rec);
+    }
+
+    pub fn remove(&mut self, id: Id) {
+        // a stale index entry is caught by `xid`'s check of the row
+        self.rows.remove(&id);
+    }
+
+    /// The `ir.model.data` row of `module.name`.
+    pub fn xid(&self, module: &str, name: &str) -> Option<Id> {
+        let matches = |id: &Id| {
+            self.rows
+                .get(id)
+                .is_some_and(|r| xid_key(r).is_some_and(|(m, n)| m == module && n == name))
+        };
+        let ix = self.xids.get_or_init(|| {
+            Arc::new(
+                self.rows
+                    .iter()
+                    .filter_map(|(id, r)| Some((xid_key(r)?, *id)))
+                    .collect(),
+            )
+        });
+        match ix.get(&(module.to_owned(), name.to_owned())) {
+            Some(id) if matches(id) => Some(*id),
+            // the row changed or went: look the slow way
+            Some(_) => self.rows.keys().find(|id| matches(id)).copied(),
+            None => None,
+        }
+    }
+
+    fn forget_xids(&mut self) {
+        self.xids = std::sync::OnceLock::new();
+    }
 }
 
 /// The database state that a transaction copies and replaces.
@@ -91,10 +149,17 @@ impl Tables {
         Arc::make_mut(self.tables.entry(model.to_string()).or_default())
     }
     pub fn get(&self, model: &str, id: Id) -> Option<&Record> {
-        self.table(model).and_then(|t| t.rows.get(&id))
+        self.table(model)
+            .and_then(|t| t.rows.get(&id))
+            .map(|r| r.as_ref())
     }
     pub fn get_mut(&mut self, model: &str, id: Id) -> Option<&mut Record> {
-        self.table_mut(model).rows.get_mut(&id)
+        let table = self.table_mut(model);
+        if model == "ir.model.data" {
+            // the caller may change module or name
+            table.forget_xids();
+        }
+        table.rows.get_mut(&id).map(Arc::make_mut)
     }
     pub fn exists(&self, model: &str, id: Id) -> bool {
         self.get(model, id).is_some()

@@ -433,7 +433,9 @@ impl<'a> Env<'a> {
             rec.insert("write_date".into(), Value::String(self.now.clone()));
             rec.insert("create_uid".into(), json!(self.uid));
             rec.insert("write_uid".into(), json!(self.uid));
-            self.db.table_mut(model).rows.insert(id, rec);
+            self.db
+                .table_mut(model)
+                .insert(id, std::sync::Arc::new(rec));
             let mut later = Map::new();
             for (k, v) in vals {
                 let f = def
@@ -516,7 +518,7 @@ impl<'a> Env<'a> {
         let reg = self.reg;
         reg.behaviour(model).before_unlink(self, ids)?;
         for &id in ids {
-            self.db.table_mut(model).rows.remove(&id);
+            self.db.table_mut(model).remove(id);
         }
         // Cascade: one2many children whose inverse points here go with their parent.
         for m in reg.models.values() {
@@ -536,7 +538,7 @@ impl<'a> Env<'a> {
                         }
                     }
                     for cid in gone {
-                        self.db.table_mut(comodel).rows.remove(&cid);
+                        self.db.table_mut(comodel).remove(cid);
                     }
                 }
             }
@@ -848,7 +850,9 @@ impl<'a> Env<'a> {
                 rec.insert(k, v);
             }
         }
-        self.db.table_mut(model).rows.insert(id, rec);
+        self.db
+            .table_mut(model)
+            .insert(id, std::sync::Arc::new(rec));
         id
     }
 }

@@ -290,7 +290,18 @@ async fn throughput(
     let loads_before = sim.sim.calls().len();
     tokio::time::sleep(window).await;
     let after = partners(&sim.sim, &tag);
-    let sizes: Vec<usize> = sim.sim.calls()[loads_before..]
+    let calls = sim.sim.calls();
+    if std::env::var_os("SWITCHYARD_BENCH_SIM_CPU").is_some() {
+        let mut by: std::collections::BTreeMap<String, usize> = Default::default();
+        for c in &calls[loads_before..] {
+            *by.entry(format!("{}.{}", c.model, c.method)).or_default() += 1;
+        }
+        eprintln!(
+            "calls in the window: {by:?}; hub CPU {:.2} s",
+            super::cpu_seconds(server.child.id())
+        );
+    }
+    let sizes: Vec<usize> = calls[loads_before..]
         .iter()
         .filter(|c| c.method == "load")
         .map(|c| c.records)
@@ -301,8 +312,13 @@ async fn throughput(
 }
 
 /// Rows/s the simulator takes through `load` calls of `batch` new rows, `concurrency` at once.
-async fn ceiling(batch: usize, concurrency: usize, window: Duration) -> anyhow::Result<f64> {
-    let sim = start_sim(SimConfig::default()).await?;
+async fn ceiling(
+    config: SimConfig,
+    batch: usize,
+    concurrency: usize,
+    window: Duration,
+) -> anyhow::Result<f64> {
+    let sim = start_sim(config).await?;
     let mut config = OdooConfig::new(&sim.url, "odoopeer", "admin", "admin");
     config.protocol = Protocol::JsonRpc;
     let client = Arc::new(OdooClient::new(config)?);
@@ -377,7 +393,11 @@ pub async fn bench(args: &super::Args) -> anyhow::Result<()> {
         batched,
         &sizes,
     );
-    let top = ceiling(100, c as usize, window).await?;
+    if std::env::var_os("SWITCHYARD_BENCH_SIM_CPU").is_some() {
+        let free = ceiling(SimConfig::instant(), 100, c as usize, window).await?;
+        println!("(simulator with zero cost: {free:.0} rows/s through load)");
+    }
+    let top = ceiling(SimConfig::default(), 100, c as usize, window).await?;
     println!(
         "| simulator's own ceiling (`load` of 100 new rows, {c} in flight, no hub) | — | {top:.1} | — | 100 |"
     );
