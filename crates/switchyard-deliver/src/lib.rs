@@ -179,14 +179,18 @@ impl Engine {
                 }
                 (DestinationKind::Http, _) => Arc::new(HttpDestination::new(c).map_err(failed)?),
             };
+            // A destination that batches holds a full batch per request in flight plus the
+            // next batch gathering while they all are: else every slot is taken by batches
+            // in flight and the next call leaves with whatever arrived since.
             let batch = sender.batch_size().max(1);
-            batching.insert(c.name.clone(), c.concurrency as usize * (batch - 1));
+            let waiting = if batch > 1 { batch } else { 0 };
+            let capacity = c.concurrency as usize * batch + waiting;
+            batching.insert(c.name.clone(), capacity - c.concurrency as usize);
             dests.insert(
                 c.name.clone(),
                 Arc::new(Dest {
                     sender,
-                    // A destination that batches lets a batch's worth wait per request.
-                    gate: PriorityGate::new(c.concurrency as usize * batch),
+                    gate: PriorityGate::new(capacity),
                     limiter: Limiter::new(c.rate_per_second, c.burst),
                     circuit: Circuit::new(
                         c.circuit.failures,
