@@ -545,13 +545,7 @@ impl Inner {
                         during: format!("{model}.load"),
                         error,
                     };
-                    if part.len() > 1 && stop.class() == ErrorClass::Permanent {
-                        halve(&mut work, part);
-                    } else {
-                        for i in part {
-                            out[i] = Some(Err(stop.clone()));
-                        }
-                    }
+                    call_failed(&mut work, &mut out, part, stop);
                     continue;
                 }
             };
@@ -659,19 +653,30 @@ impl Inner {
                         during: format!("{model}.create"),
                         error,
                     };
-                    if part.len() > 1 && stop.class() == ErrorClass::Permanent {
-                        halve(&mut work, part);
-                    } else {
-                        for i in part {
-                            out[i] = Some(Err(stop.clone()));
-                        }
-                    }
+                    call_failed(&mut work, &mut out, part, stop);
                 }
             }
         }
         out.into_iter()
             .map(|o| o.expect("every record answered"))
             .collect()
+    }
+}
+
+/// A call for the rows of `part` failed without naming a row: a permanent failure of
+/// several rows is halved (the bad ones are in one half), anything else is every row's.
+fn call_failed(
+    work: &mut Vec<Vec<usize>>,
+    out: &mut [Option<Result<i64, Stop>>],
+    part: Vec<usize>,
+    stop: Stop,
+) {
+    if part.len() > 1 && stop.class() == ErrorClass::Permanent {
+        halve(work, part);
+    } else {
+        for i in part {
+            out[i] = Some(Err(stop.clone()));
+        }
     }
 }
 
