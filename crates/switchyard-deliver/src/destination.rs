@@ -63,8 +63,8 @@ pub trait Destination: Send + Sync + 'static {
     }
 
     /// The most deliveries this destination sends in one request (an Odoo `load` carries
-    /// many): the engine lets `concurrency × batch_size` deliveries wait at it, so that
-    /// those ready while a request is in flight can go together in the next one.
+    /// many): when it is more than 1 the engine lets `(concurrency + 1) × batch_size`
+    /// deliveries wait at it, a full batch per request in flight and the next one gathering.
     fn batch_size(&self) -> usize {
         1
     }

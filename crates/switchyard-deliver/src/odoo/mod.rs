@@ -44,10 +44,10 @@ use switchyard_core::odoo_ops::{OdooOperation, OdooOperationKind, OdooRead, Odoo
 use switchyard_odoo::{CallOptions, OdooClient, OdooConfig, OdooError, Protocol, SearchRead};
 use tokio::sync::Mutex;
 
-/// One Odoo database as a destination, with the operations of the flows that send to it.
 mod batch;
 mod records;
 
+/// One Odoo database as a destination, with the operations of the flows that send to it.
 pub struct OdooDestination {
     inner: Arc<Inner>,
 }

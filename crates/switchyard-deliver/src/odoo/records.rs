@@ -73,18 +73,35 @@ struct Prepared {
 }
 
 /// `load` rows of one column set: (delivery, cells, note).
-type LoadGroup = Vec<(usize, Vec<Value>, String)>;
+type LoadGroup = Vec<(usize, Vec<Value>, Note)>;
 /// Records with identical changes: the changes and (delivery, id, note) of each.
 type WriteGroup = (Map<String, Value>, Vec<(usize, i64, String)>);
+
+/// What a delivery's note says once its call lands.
+enum Note {
+    /// A new record (`what` names it); the note gets its id.
+    Created(String),
+    /// Changes to an existing record, already described.
+    Wrote(String),
+}
+
+impl Note {
+    fn landed(self, id: i64) -> String {
+        match self {
+            Note::Created(what) => format!("{what}: created id {id}"),
+            Note::Wrote(note) => note,
+        }
+    }
+}
 
 /// Where one delivery of the batch stands.
 enum Plan {
     Done(Answer),
-    /// A `load` row (columns, cells); the note once it lands.
+    /// A `load` row (columns, cells).
     Load {
         columns: Vec<String>,
         row: Vec<Value>,
-        note: String,
+        note: Note,
     },
     Create {
         values: Map<String, Value>,
@@ -261,7 +278,11 @@ impl Inner {
                         match &p.xid {
                             Some((m, n)) if !relation => {
                                 match load_row(model, &format!("{m}.{n}"), &fields, &changes) {
-                                    Ok((columns, row)) => Plan::Load { columns, row, note },
+                                    Ok((columns, row)) => Plan::Load {
+                                        columns,
+                                        row,
+                                        note: Note::Wrote(note),
+                                    },
                                     Err(stop) => Plan::Done(Err(stop)),
                                 }
                             }
@@ -280,7 +301,7 @@ impl Inner {
                                 Ok((columns, row)) => Plan::Load {
                                     columns,
                                     row,
-                                    note: format!("{what}: created"),
+                                    note: Note::Created(what),
                                 },
                                 Err(stop) => Plan::Done(Err(stop)),
                             }
@@ -315,19 +336,13 @@ impl Inner {
             }
         }
         for (columns, rows) in loads {
-            let cells: Vec<Value> = rows
-                .iter()
-                .map(|(_, r, _)| Value::Array(r.clone()))
-                .collect();
+            let (targets, cells): (Vec<(usize, Note)>, Vec<Value>) = rows
+                .into_iter()
+                .map(|(i, row, note)| ((i, note), Value::Array(row)))
+                .unzip();
             let ids = self.load_rows(model, &columns, &cells, &opts).await;
-            for ((i, _, note), id) in rows.into_iter().zip(ids) {
-                answers[i] = Some(id.map(|id| {
-                    if note.ends_with(": created") {
-                        format!("{note} id {id}")
-                    } else {
-                        note
-                    }
-                }));
+            for ((i, note), id) in targets.into_iter().zip(ids) {
+                answers[i] = Some(id.map(|id| note.landed(id)));
             }
         }
         if !creates.is_empty() {
@@ -337,7 +352,7 @@ impl Inner {
                 .collect();
             let ids = self.create_rows(model, &values, &opts).await;
             for ((i, _, what), id) in creates.into_iter().zip(ids) {
-                answers[i] = Some(id.map(|id| format!("{what}: created id {id}")));
+                answers[i] = Some(id.map(|id| Note::Created(what).landed(id)));
             }
         }
         for (_, (changes, targets)) in writes {
