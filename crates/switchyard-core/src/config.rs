@@ -43,6 +43,9 @@ pub struct Config {
     pub flows: Vec<crate::flows::FlowConfig>,
     #[serde(default)]
     pub delivery: DeliveryConfig,
+    /// Business workflows the monitor follows across systems (`[[workflows]]`).
+    #[serde(default)]
+    pub workflows: Vec<crate::workflows::WorkflowConfig>,
     /// Odoo servers (`[[odoo]]`).
     #[serde(default)]
     pub odoo: Vec<crate::odoo::OdooConnectionConfig>,
@@ -609,6 +612,9 @@ impl Config {
             out.extend(problems);
         }
         if let Err(problems) = crate::flows::Flows::compile(self) {
+            out.extend(problems);
+        }
+        if let Err(problems) = crate::workflows::Workflows::compile(self) {
             out.extend(problems);
         }
         out.extend(crate::odoo::validate(&self.odoo, &self.probes));

@@ -6,6 +6,7 @@ pub mod cloudevent;
 pub mod config;
 pub mod delivery;
 pub mod flows;
+pub mod instance;
 pub mod jq;
 pub mod odoo;
 pub mod odoo_capture;
@@ -13,6 +14,7 @@ pub mod odoo_ops;
 pub mod secret;
 pub mod sources;
 pub mod token;
+pub mod workflows;
 
 pub use clock::{Clock, ManualClock, ScaledClock, ScaledOrigin, SharedClock, SystemClock};
 pub use cloudevent::{CloudEvent, Data};

@@ -13,6 +13,23 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
 
+/// One identity of a business object an event carries: `shop_order = "#1042"`,
+/// `picking = "WH/OUT/00017"`. An event may carry several, of one or several names.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct BusinessKey {
+    pub name: String,
+    pub value: String,
+}
+
+impl BusinessKey {
+    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {

@@ -86,22 +86,7 @@ pub struct NewEvent {
     pub deliveries: Vec<NewDelivery>,
 }
 
-/// One identity of a business object an event carries: `shop_order = "#1042"`,
-/// `picking = "WH/OUT/00017"`. An event may carry several, of one or several names.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct BusinessKey {
-    pub name: String,
-    pub value: String,
-}
-
-impl BusinessKey {
-    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
-        Self {
-            name: name.into(),
-            value: value.into(),
-        }
-    }
-}
+pub use switchyard_core::sources::BusinessKey;
 
 /// What happened to one appended event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
