@@ -1,0 +1,119 @@
+//! The workflow monitor's rows: instances (with their aliases and their next timer),
+//! findings, and the workflow definition versions instances started under.
+//!
+//! Instances are held in the store, not in memory: the monitor loads the ones an event's
+//! keys name, changes them, and writes them back with their findings and its log checkpoint
+//! in one transaction fenced by its singleton lease. Timers are the `due_at` column, the
+//! earliest instant the instance's state machine will change by time alone.
+
+use crate::Lease;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use switchyard_core::instance::{Finding, FindingKind, Instance, InstanceState};
+use switchyard_core::sources::BusinessKey;
+
+/// An instance as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InstanceRecord {
+    pub id: i64,
+    #[serde(flatten)]
+    pub instance: Instance,
+    /// The next instant a timer of the instance fires (none when closed).
+    pub due_at: Option<DateTime<Utc>>,
+    /// When the monitor last wrote it (business time).
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One instance to write in a [`MonitorCommit`].
+#[derive(Debug, Clone)]
+pub struct InstanceWrite {
+    /// `None` for a new instance (the commit assigns its id).
+    pub id: Option<i64>,
+    pub instance: Instance,
+    pub due_at: Option<DateTime<Utc>>,
+    /// Findings raised on it; inserted unless the instance already has one of the same
+    /// (step, kind) (the unique constraint that stops a stale owner recording one twice).
+    pub findings: Vec<Finding>,
+    /// Stored instances merged into this one: their findings move to it (except those of a
+    /// (step, kind) it already has), their aliases now name it, their rows are deleted.
+    pub absorbed: Vec<i64>,
+}
+
+/// A workflow definition version (the compiled definition's JSON and its hash).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WorkflowVersion {
+    pub workflow: String,
+    pub version: String,
+    pub definition: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Everything one step of the monitor changes, committed as one transaction.
+#[derive(Debug, Clone)]
+pub struct MonitorCommit {
+    /// The monitor's singleton lease: the commit applies only while it is held with this
+    /// epoch (`Fenced` otherwise, nothing written).
+    pub lease: Lease,
+    /// Saved as the lease's state (the monitor's log checkpoint) when set.
+    pub checkpoint: Option<serde_json::Value>,
+    /// Inserted if new (`(workflow, version)` is unique).
+    pub versions: Vec<WorkflowVersion>,
+    pub writes: Vec<InstanceWrite>,
+    /// Business time of the commit: `updated_at` of the instances, `detected_at` of findings.
+    pub now: DateTime<Utc>,
+}
+
+/// A finding as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FindingRecord {
+    pub id: i64,
+    pub instance_id: i64,
+    pub workflow: String,
+    /// The instance's label when the finding was raised (its key, or another while
+    /// provisional).
+    pub instance_key: String,
+    #[serde(flatten)]
+    pub finding: Finding,
+    /// When the monitor recorded it (business time); `at` is when it became true.
+    pub detected_at: DateTime<Utc>,
+}
+
+/// Narrows [`crate::Store::list_instances`]. Results are newest first (by id).
+#[derive(Debug, Clone, Default)]
+pub struct InstanceFilter {
+    pub workflow: Option<String>,
+    /// Any of these states (all when empty).
+    pub states: Vec<InstanceState>,
+    /// A dimension's value (`warehouse` = `WH2`).
+    pub dimension: Option<(String, String)>,
+    /// Started at or after / before.
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    /// Instances with an id below this (paging).
+    pub before_id: Option<i64>,
+    pub limit: usize,
+}
+
+/// Narrows [`crate::Store::list_findings`]. Results are in id order (oldest first).
+#[derive(Debug, Clone, Default)]
+pub struct FindingFilter {
+    pub workflow: Option<String>,
+    pub kind: Option<FindingKind>,
+    pub instance_id: Option<i64>,
+    /// Became true at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Findings with an id above this (paging, and a cursor for followers such as alerts).
+    pub after_id: i64,
+    pub limit: usize,
+}
+
+/// Instances of one workflow in one state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InstanceCount {
+    pub workflow: String,
+    pub state: InstanceState,
+    pub count: i64,
+}
+
+/// A key an event carried, within one workflow.
+pub type WorkflowAlias = (String, BusinessKey);
