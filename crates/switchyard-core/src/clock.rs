@@ -31,6 +31,12 @@ pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
         Utc::now()
     }
 
+    /// Calls `wake` whenever business time jumps (a manual clock set by a test). Clocks that
+    /// run by themselves never call it: waiters sleep the real duration instead.
+    fn on_change(&self, wake: Waker) {
+        let _ = wake;
+    }
+
     /// The real duration to wait for `business` time to pass.
     fn real_duration(&self, business: Duration) -> std::time::Duration {
         let secs = business.num_milliseconds().max(0) as f64 / 1000.0 / self.scale();
@@ -39,6 +45,9 @@ pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
 }
 
 pub type SharedClock = Arc<dyn Clock>;
+
+/// A callback for [`Clock::on_change`].
+pub type Waker = Arc<dyn Fn() + Send + Sync>;
 
 /// Wall time.
 #[derive(Debug, Default, Clone, Copy)]
@@ -116,31 +125,50 @@ impl Clock for ScaledClock {
 
 /// A clock that only moves when a test moves it. Real time follows business time, so
 /// lease expiry can be tested without sleeping too.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ManualClock {
     now: Arc<Mutex<DateTime<Utc>>>,
+    wakers: Arc<Mutex<Vec<Waker>>>,
+}
+
+impl std::fmt::Debug for ManualClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ManualClock").field(&self.now()).finish()
+    }
 }
 
 impl ManualClock {
     pub fn new(start: DateTime<Utc>) -> Self {
         Self {
             now: Arc::new(Mutex::new(start)),
+            wakers: Arc::default(),
         }
     }
 
     pub fn set(&self, t: DateTime<Utc>) {
         *self.now.lock().expect("clock poisoned") = t;
+        self.wake();
     }
 
     pub fn advance(&self, by: Duration) {
-        let mut now = self.now.lock().expect("clock poisoned");
-        *now += by;
+        *self.now.lock().expect("clock poisoned") += by;
+        self.wake();
+    }
+
+    fn wake(&self) {
+        let wakers = self.wakers.lock().expect("clock poisoned").clone();
+        for w in wakers {
+            w();
+        }
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
         *self.now.lock().expect("clock poisoned")
+    }
+    fn on_change(&self, wake: Waker) {
+        self.wakers.lock().expect("clock poisoned").push(wake);
     }
     fn real_now(&self) -> DateTime<Utc> {
         self.now()

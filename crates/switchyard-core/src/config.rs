@@ -46,6 +46,9 @@ pub struct Config {
     /// Business workflows the monitor follows across systems (`[[workflows]]`).
     #[serde(default)]
     pub workflows: Vec<crate::workflows::WorkflowConfig>,
+    /// The workflow monitor's own settings.
+    #[serde(default)]
+    pub monitor: MonitorConfig,
     /// Odoo servers (`[[odoo]]`).
     #[serde(default)]
     pub odoo: Vec<crate::odoo::OdooConnectionConfig>,
@@ -55,6 +58,35 @@ pub struct Config {
     /// The configuration file's directory (relative schema files are read from it).
     #[serde(skip)]
     pub base_dir: Option<std::path::PathBuf>,
+}
+
+/// The workflow monitor's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorConfig {
+    /// Days a completed or cancelled instance is kept before it is archived (removed with
+    /// its keys; its findings stay).
+    #[serde(default = "default_archive_after_days")]
+    pub archive_after_days: u32,
+    /// Events applied per monitor transaction.
+    #[serde(default = "default_monitor_page")]
+    pub page_size: u32,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        Self {
+            archive_after_days: default_archive_after_days(),
+            page_size: default_monitor_page(),
+        }
+    }
+}
+
+fn default_archive_after_days() -> u32 {
+    30
+}
+fn default_monitor_page() -> u32 {
+    500
 }
 
 /// The delivery engine's own settings (per node).
@@ -618,6 +650,18 @@ impl Config {
             out.extend(problems);
         }
         out.extend(crate::odoo::validate(&self.odoo, &self.probes));
+        if self.monitor.archive_after_days == 0 {
+            out.push((
+                "monitor.archive_after_days".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        if !(1..=5000).contains(&self.monitor.page_size) {
+            out.push((
+                "monitor.page_size".into(),
+                "must be between 1 and 5000".into(),
+            ));
+        }
         if self.delivery.lease_seconds < 5 {
             out.push(("delivery.lease_seconds".into(), "must be at least 5".into()));
         }

@@ -417,8 +417,10 @@ impl Instance {
         due
     }
 
-    /// Applies an event that reached step `hit.step`. Fires the timers due before it was
-    /// received first, so the outcome does not depend on when the monitor got to it.
+    /// Applies an event that reached step `hit.step`. Fires the timers due before the step
+    /// happened first, so the outcome does not depend on when the monitor got to it; a
+    /// step that happened in time but arrived after its SLA was already reported breached
+    /// keeps that finding (it was true as far as anyone could know).
     pub fn apply(&mut self, wf: &Workflow, hit: Hit) -> Applied {
         if self.hits.iter().any(|h| h.seq == hit.seq) {
             return Applied {
@@ -426,7 +428,7 @@ impl Instance {
                 repeat: true,
             };
         }
-        let mut findings = self.advance(wf, hit.received_at);
+        let mut findings = self.advance(wf, hit.occurred_at);
         let new_step = self.first_hit(&hit.step).is_none();
         if new_step {
             self.progressed_at = self.progressed_at.max(hit.received_at);

@@ -10,6 +10,7 @@ pub mod delivery_api;
 pub mod error;
 pub mod ingest;
 pub mod jobs;
+pub mod monitor_api;
 pub mod node;
 pub mod odoo_capture;
 pub mod odoo_hooks;
@@ -60,6 +61,8 @@ pub struct AppState {
     pub probes: Arc<probes::Prober>,
     /// The pollers and webhook hints of the odoo sources.
     pub capture: Arc<odoo_capture::Capture>,
+    /// The workflows the monitor follows (as configured now).
+    pub workflows: Arc<switchyard_core::workflows::Workflows>,
 }
 
 impl AppState {
@@ -89,7 +92,14 @@ impl AppState {
                 switchyard_core::odoo::ProbeConfig::default(),
             )),
             capture: Arc::new(odoo_capture::Capture::default()),
+            workflows: Arc::default(),
         }
+    }
+
+    /// The configured workflows (default: none).
+    pub fn with_workflows(mut self, workflows: Arc<switchyard_core::workflows::Workflows>) -> Self {
+        self.workflows = workflows;
+        self
     }
 
     /// Change capture of the odoo sources (default: none).
@@ -290,6 +300,15 @@ pub fn router(state: AppState) -> Router {
             "/v1/destinations/{name}/resume",
             axum::routing::post(delivery_api::resume_destination),
         )
+        .route("/v1/workflows", get(monitor_api::list_workflows))
+        .route(
+            "/v1/workflows/{name}/instances",
+            get(monitor_api::list_instances),
+        )
+        .route("/v1/instances", get(monitor_api::find_instances))
+        .route("/v1/instances/{id}", get(monitor_api::get_instance))
+        .route("/v1/findings", get(monitor_api::list_findings))
+        .route("/v1/trace", get(monitor_api::trace))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))

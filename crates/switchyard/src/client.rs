@@ -183,7 +183,7 @@ pub fn describe_problem(status: u16, body: &Value) -> String {
     s
 }
 
-fn query(pairs: &[(&str, Option<String>)]) -> String {
+pub(crate) fn query(pairs: &[(&str, Option<String>)]) -> String {
     let parts: Vec<String> = pairs
         .iter()
         .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", percent_encode(v))))
@@ -195,12 +195,12 @@ fn query(pairs: &[(&str, Option<String>)]) -> String {
     }
 }
 
-fn percent_encode(s: &str) -> String {
+pub(crate) fn percent_encode(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 /// A JSON value as plain text (strings unquoted, null empty), so column widths apply.
-fn cell(v: &Value) -> String {
+pub(crate) fn cell(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),
@@ -741,7 +741,7 @@ fn read_json_file(path: &std::path::Path) -> anyhow::Result<Value> {
 }
 
 /// One line of text of at most `max` characters (newlines folded, `…` when cut).
-fn truncate(s: &str, max: usize) -> String {
+pub(crate) fn truncate(s: &str, max: usize) -> String {
     let flat: String = s
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })

@@ -6,6 +6,7 @@
 
 mod client;
 mod demo;
+mod monitor_cmd;
 mod odoo_cmd;
 mod serve;
 
@@ -76,6 +77,14 @@ enum Command {
     /// Destinations: circuit, credential pause, slots; resume a paused one.
     #[command(subcommand)]
     Destinations(client::DestinationsCommand),
+    /// Business workflows: instances per state, or one workflow's instances.
+    Workflows(monitor_cmd::WorkflowsArgs),
+    /// Everything that happened to a business key across systems: events, deliveries,
+    /// workflow instances and their findings.
+    Trace(monitor_cmd::TraceArgs),
+    /// Findings of the workflow monitor (breaches, at risk, stalled, out of sequence,
+    /// duplicates, missing steps).
+    Findings(monitor_cmd::FindingsArgs),
     /// Odoo tools: run the Odoo simulator, probe the configured Odoo connections.
     #[command(subcommand)]
     Odoo(odoo_cmd::OdooCommand),
@@ -254,6 +263,9 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Deliveries(cmd) => client::deliveries(cmd).await,
         Command::Destinations(cmd) => client::destinations(cmd).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Workflows(a) => monitor_cmd::workflows(a).await,
+        Command::Trace(a) => monitor_cmd::trace(a).await,
+        Command::Findings(a) => monitor_cmd::findings(a).await,
         Command::Odoo(cmd) => return odoo_cmd::run(cmd, &cli.config, cli.log_format).await,
     };
     match result {

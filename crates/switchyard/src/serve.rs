@@ -186,6 +186,23 @@ pub async fn start(
         switchyard_server::odoo_capture::Capture::from_config(config, &state.sources, &node)
             .map_err(|e| anyhow::anyhow!(e))?;
     let state = state.with_capture(capture);
+    let workflows = std::sync::Arc::new(
+        switchyard_core::workflows::Workflows::compile(config)
+            .map_err(|p| anyhow::anyhow!("workflows: {p:?}"))?,
+    );
+    let state = state.with_workflows(workflows.clone());
+    let monitor = switchyard_monitor::Monitor::new(
+        store.clone(),
+        clock.clone(),
+        state.sources.clone(),
+        workflows,
+        node.clone(),
+        switchyard_monitor::Settings {
+            page_size: config.monitor.page_size as usize,
+            archive_after: chrono::Duration::days(config.monitor.archive_after_days.into()),
+            ..Default::default()
+        },
+    );
     let usage = Usage {
         store: store.clone(),
         clock: clock.clone(),
@@ -215,6 +232,7 @@ pub async fn start(
     tracker.spawn(state.probes.clone().run(cancel.clone()));
     tracker.spawn(state.capture.clone().run(state.clone(), cancel.clone()));
     tracker.spawn(usage.run(cancel.clone()));
+    tracker.spawn(monitor.run(cancel.clone()));
     tracker.spawn(
         Retention {
             store: store.clone(),

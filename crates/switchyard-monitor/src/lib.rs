@@ -1,0 +1,693 @@
+//! The business-workflow monitor: follows the event log, applies every event to the
+//! instances of the workflows it belongs to (found by business key, across systems), and
+//! fires the instances' timers at their SLA instants.
+//!
+//! One node at a time owns it, through the singleton lease `monitor`; every change (instances,
+//! findings, the log checkpoint) is one [`MonitorCommit`] fenced by that lease's epoch, so a
+//! node that lost the lease cannot record anything, and a successor resumes from the last
+//! committed checkpoint: events are applied at least once and applying one twice changes
+//! nothing (an instance remembers the events it holds).
+//!
+//! Instances live in the store; memory holds only one page of events and the instances it
+//! touches. Timers are the instances' `due_at`: the loop sleeps until the earliest one (or
+//! until a manual clock moves), never on a polling tick, so a breach is recorded at its
+//! instant. It must never apply an event before the events committed ahead of it.
+
+use chrono::{DateTime, Utc};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use switchyard_core::SharedClock;
+use switchyard_core::instance::{Finding, Hit, Instance};
+use switchyard_core::jq::Prepared;
+use switchyard_core::sources::{BusinessKey, Sources};
+use switchyard_core::workflows::{Role, Workflow, Workflows};
+use switchyard_store::{
+    EventFilter, InstanceRecord, InstanceWrite, Lease, LogPosition, MonitorCommit, SharedStore,
+    StoredEvent, WorkflowVersion,
+};
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+/// The singleton lease of the monitor.
+pub const LEASE: &str = "monitor";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] switchyard_store::Error),
+    #[error("stored workflow {workflow} version {version}: {message}")]
+    Definition {
+        workflow: String,
+        version: String,
+        message: String,
+    },
+}
+
+/// How the monitor runs (per node).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Events applied per transaction.
+    pub page_size: usize,
+    /// Real time between looks at the log when nothing woke the monitor.
+    pub poll: std::time::Duration,
+    /// Real time the lease lasts without renewal.
+    pub lease_ttl: chrono::Duration,
+    /// Closed instances are archived (removed with their aliases; findings stay) this long
+    /// after they closed (business time).
+    pub archive_after: chrono::Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            page_size: 500,
+            poll: std::time::Duration::from_millis(200),
+            lease_ttl: chrono::Duration::seconds(15),
+            archive_after: chrono::Duration::days(30),
+        }
+    }
+}
+
+/// How far the monitor has got: events up to `position` applied and timers up to `time`
+/// fired. Tests wait on it instead of sleeping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Progress {
+    pub position: LogPosition,
+    pub time: Option<DateTime<Utc>>,
+    /// The lease epoch while this node owns the monitor.
+    pub epoch: Option<i64>,
+}
+
+pub struct Monitor {
+    store: SharedStore,
+    clock: SharedClock,
+    sources: Arc<Sources>,
+    workflows: Arc<Workflows>,
+    node: String,
+    settings: Settings,
+    wake: Arc<Notify>,
+    progress: watch::Sender<Progress>,
+}
+
+/// What the owner keeps between steps.
+struct Owned {
+    lease: Lease,
+    position: LogPosition,
+    /// Every definition version instances may use, by (workflow, version).
+    versions: HashMap<(String, String), Arc<Workflow>>,
+    /// Current versions not yet known to the store.
+    unsaved: Vec<WorkflowVersion>,
+    last_archive: Option<std::time::Instant>,
+    last_gauges: Option<std::time::Instant>,
+}
+
+/// An instance being changed in one step.
+struct Slot {
+    id: Option<i64>,
+    instance: Instance,
+    findings: Vec<Finding>,
+    absorbed: Vec<i64>,
+    dirty: bool,
+    gone: bool,
+}
+
+/// The instances one page of events touches, and which of them owns each alias.
+#[derive(Default)]
+struct Working {
+    slots: Vec<Slot>,
+    by_alias: HashMap<(String, BusinessKey), usize>,
+}
+
+impl Working {
+    fn add(&mut self, slot: Slot) -> usize {
+        let i = self.slots.len();
+        for a in &slot.instance.aliases {
+            self.by_alias
+                .insert((slot.instance.workflow.clone(), a.clone()), i);
+        }
+        self.slots.push(slot);
+        i
+    }
+
+    fn load(records: Vec<InstanceRecord>) -> Working {
+        let mut w = Working::default();
+        for r in records {
+            w.add(Slot {
+                id: Some(r.id),
+                instance: r.instance,
+                findings: Vec::new(),
+                absorbed: Vec::new(),
+                dirty: false,
+                gone: false,
+            });
+        }
+        w
+    }
+}
+
+impl Monitor {
+    pub fn new(
+        store: SharedStore,
+        clock: SharedClock,
+        sources: Arc<Sources>,
+        workflows: Arc<Workflows>,
+        node: impl Into<String>,
+        settings: Settings,
+    ) -> Monitor {
+        let wake = Arc::new(Notify::new());
+        let w = wake.clone();
+        clock.on_change(Arc::new(move || w.notify_one()));
+        Monitor {
+            store,
+            clock,
+            sources,
+            workflows,
+            node: node.into(),
+            settings,
+            wake,
+            progress: watch::channel(Progress::default()).0,
+        }
+    }
+
+    pub fn progress(&self) -> watch::Receiver<Progress> {
+        self.progress.subscribe()
+    }
+
+    /// Wakes the loop (new events were committed).
+    pub fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    pub async fn run(self, cancel: CancellationToken) {
+        let mut owned: Option<Owned> = None;
+        loop {
+            if cancel.is_cancelled() {
+                if let Some(o) = owned.take() {
+                    let _ = self.store.release_lease(&o.lease).await;
+                }
+                return;
+            }
+            let idle = match self.step(&mut owned).await {
+                Ok(idle) => idle,
+                Err(Error::Store(switchyard_store::Error::Fenced { .. })) => {
+                    tracing::warn!("the monitor's lease was taken over; stopping here");
+                    owned = None;
+                    true
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "workflow monitor step failed; retrying");
+                    true
+                }
+            };
+            if !idle {
+                continue;
+            }
+            let wait = self.wait_time(owned.is_some()).await;
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.wake.notified() => {}
+            }
+        }
+    }
+
+    /// How long to sleep: until the next timer, at most one poll.
+    async fn wait_time(&self, owner: bool) -> std::time::Duration {
+        if !owner {
+            return self.settings.poll;
+        }
+        match self.store.monitor_next_due().await {
+            Ok(Some(due)) => {
+                let now = self.clock.now();
+                if due <= now {
+                    std::time::Duration::ZERO
+                } else {
+                    self.clock.real_duration(due - now).min(self.settings.poll)
+                }
+            }
+            _ => self.settings.poll,
+        }
+    }
+
+    /// One step: take or renew the lease, apply one page of events or fire due timers.
+    /// `Ok(true)` when there was nothing to do.
+    async fn step(&self, owned: &mut Option<Owned>) -> Result<bool, Error> {
+        let real = self.clock.real_now();
+        match owned {
+            Some(o) if o.lease.expires_at - real > self.settings.lease_ttl * 2 / 3 => {}
+            Some(o) => {
+                o.lease = self
+                    .store
+                    .renew_lease(&o.lease, real, self.settings.lease_ttl)
+                    .await?;
+            }
+            None => {
+                let Some(lease) = self
+                    .store
+                    .acquire_lease(LEASE, &self.node, real, self.settings.lease_ttl)
+                    .await?
+                else {
+                    self.progress.send_modify(|p| p.epoch = None);
+                    return Ok(true);
+                };
+                *owned = Some(self.take_over(lease).await?);
+            }
+        }
+        let o = owned.as_mut().expect("owned");
+        let page = self
+            .store
+            .read_log(o.position, self.settings.page_size, &EventFilter::default())
+            .await?;
+        if !page.events.is_empty() {
+            self.apply_events(o, &page.events, page.next).await?;
+            return Ok(false);
+        }
+        let now = self.clock.now();
+        let due = self.store.monitor_due(now, self.settings.page_size).await?;
+        if !due.is_empty() {
+            self.fire(o, due, now).await?;
+            return Ok(false);
+        }
+        self.housekeeping(o, now).await?;
+        let (position, epoch) = (o.position, o.lease.epoch);
+        self.progress.send_replace(Progress {
+            position,
+            time: Some(now),
+            epoch: Some(epoch),
+        });
+        Ok(true)
+    }
+
+    /// Becomes the owner: the checkpoint and every definition version instances may use.
+    async fn take_over(&self, lease: Lease) -> Result<Owned, Error> {
+        let position = self
+            .store
+            .lease_state(LEASE)
+            .await?
+            .and_then(|s| s.get("position")?.as_str()?.parse().ok())
+            .unwrap_or_default();
+        let mut versions = HashMap::new();
+        let stored = self.store.workflow_versions().await?;
+        for v in &stored {
+            let wf =
+                Workflow::from_definition(&v.definition).map_err(|message| Error::Definition {
+                    workflow: v.workflow.clone(),
+                    version: v.version.clone(),
+                    message,
+                })?;
+            versions.insert((v.workflow.clone(), v.version.clone()), Arc::new(wf));
+        }
+        let mut unsaved = Vec::new();
+        for wf in &self.workflows.list {
+            let k = (wf.name.clone(), wf.version.clone());
+            if !versions.contains_key(&k) {
+                unsaved.push(WorkflowVersion {
+                    workflow: wf.name.clone(),
+                    version: wf.version.clone(),
+                    definition: wf.definition.clone(),
+                    created_at: self.clock.now(),
+                });
+            }
+            versions.insert(k, wf.clone());
+        }
+        tracing::info!(epoch = lease.epoch, %position, "this node now runs the workflow monitor");
+        Ok(Owned {
+            lease,
+            position,
+            versions,
+            unsaved,
+            last_archive: None,
+            last_gauges: None,
+        })
+    }
+
+    async fn commit(
+        &self,
+        o: &mut Owned,
+        writes: Vec<InstanceWrite>,
+        position: LogPosition,
+        now: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        let findings: Vec<(String, &'static str)> = writes
+            .iter()
+            .flat_map(|w| {
+                w.findings
+                    .iter()
+                    .map(|f| (w.instance.workflow.clone(), f.kind.as_str()))
+            })
+            .collect();
+        let commit = MonitorCommit {
+            lease: o.lease.clone(),
+            checkpoint: Some(serde_json::json!({ "position": position.to_string() })),
+            versions: o.unsaved.clone(),
+            writes,
+            now,
+        };
+        self.store.monitor_commit(commit).await?;
+        o.unsaved.clear();
+        o.position = position;
+        for (workflow, kind) in findings {
+            metrics::counter!("switchyard_workflow_findings_total", "workflow" => workflow, "kind" => kind)
+                .increment(1);
+        }
+        Ok(())
+    }
+
+    /// Applies a page of events in log order and commits it with the new checkpoint.
+    async fn apply_events(
+        &self,
+        o: &mut Owned,
+        events: &[StoredEvent],
+        next: LogPosition,
+    ) -> Result<(), Error> {
+        // Which workflows each event may belong to (cheap: declared source and type only).
+        let mut relevant: Vec<(usize, Vec<Arc<Workflow>>)> = Vec::new();
+        let mut wanted: BTreeSet<(String, BusinessKey)> = BTreeSet::new();
+        for (i, ev) in events.iter().enumerate() {
+            let source = self.sources.label_for(&ev.event.source);
+            let wfs: Vec<Arc<Workflow>> = self
+                .workflows
+                .list
+                .iter()
+                .filter(|wf| {
+                    o.versions
+                        .iter()
+                        .filter(|((name, _), _)| *name == wf.name)
+                        .any(|(_, v)| v.may_match(&source, &ev.event.ty))
+                })
+                .cloned()
+                .collect();
+            if wfs.is_empty() {
+                continue;
+            }
+            for wf in &wfs {
+                for k in &ev.keys {
+                    if self.key_names(o, &wf.name).contains(&k.name) {
+                        wanted.insert((wf.name.clone(), k.clone()));
+                    }
+                }
+            }
+            relevant.push((i, wfs));
+        }
+        let mut work = if wanted.is_empty() {
+            Working::default()
+        } else {
+            Working::load(
+                self.store
+                    .monitor_find(wanted.into_iter().collect())
+                    .await?,
+            )
+        };
+        let mut applied = 0u64;
+        for (i, wfs) in relevant {
+            let ev = &events[i];
+            let source = self.sources.label_for(&ev.event.source);
+            let Ok(prepared) = Prepared::new(&ev.event.to_json()) else {
+                continue;
+            };
+            for wf in wfs {
+                if self.apply_one(o, &mut work, &wf, ev, &source, &prepared) {
+                    applied += 1;
+                    metrics::counter!("switchyard_workflow_events_applied_total", "workflow" => wf.name.clone())
+                        .increment(1);
+                }
+            }
+        }
+        let writes = self.writes(o, work);
+        tracing::debug!(
+            events = events.len(),
+            applied,
+            writes = writes.len(),
+            "monitor page"
+        );
+        self.commit(o, writes, next, self.clock.now()).await
+    }
+
+    /// Every key name any version of the workflow links by.
+    fn key_names(&self, o: &Owned, workflow: &str) -> BTreeSet<String> {
+        o.versions
+            .iter()
+            .filter(|((name, _), _)| name == workflow)
+            .flat_map(|(_, v)| v.keys.iter().cloned())
+            .collect()
+    }
+
+    /// Applies one event to one workflow; `true` if it changed an instance.
+    fn apply_one(
+        &self,
+        o: &Owned,
+        work: &mut Working,
+        current: &Arc<Workflow>,
+        ev: &StoredEvent,
+        source: &str,
+        prepared: &Prepared,
+    ) -> bool {
+        let names = self.key_names(o, &current.name);
+        let aliases: Vec<BusinessKey> = ev
+            .keys
+            .iter()
+            .filter(|k| names.contains(&k.name))
+            .cloned()
+            .collect();
+        if aliases.is_empty() {
+            return false;
+        }
+        // The instances these keys name, and which of them are one order.
+        let mut owners: Vec<usize> = aliases
+            .iter()
+            .filter_map(|a| {
+                work.by_alias
+                    .get(&(current.name.clone(), a.clone()))
+                    .copied()
+            })
+            .collect();
+        owners.sort_unstable();
+        owners.dedup();
+        let primary = aliases
+            .iter()
+            .find(|a| a.name == current.key)
+            .map(|a| a.value.clone());
+        let target_key = primary.clone().or_else(|| {
+            owners
+                .iter()
+                .filter_map(|&s| {
+                    let i = &work.slots[s].instance;
+                    i.key.clone().map(|k| (i.started_at, k))
+                })
+                .min()
+                .map(|(_, k)| k)
+        });
+        let mergeable: Vec<usize> = owners
+            .iter()
+            .copied()
+            .filter(|&s| {
+                let k = &work.slots[s].instance.key;
+                k.is_none() || *k == target_key
+            })
+            .collect();
+        let survivor = mergeable
+            .iter()
+            .copied()
+            .find(|&s| {
+                work.slots[s].instance.key.is_some() && work.slots[s].instance.key == target_key
+            })
+            .or_else(|| {
+                mergeable
+                    .iter()
+                    .copied()
+                    .min_by_key(|&s| work.slots[s].instance.started_at)
+            });
+        let wf = match survivor {
+            Some(s) => {
+                let i = &work.slots[s].instance;
+                match o.versions.get(&(i.workflow.clone(), i.version.clone())) {
+                    Some(wf) => wf.clone(),
+                    None => return false,
+                }
+            }
+            None => current.clone(),
+        };
+        let Some((role, key)) = wf.role(source, &ev.event.ty, prepared) else {
+            return false;
+        };
+        if !aliases.iter().any(|a| a.name == key) {
+            metrics::counter!("switchyard_workflow_unkeyed_events_total", "workflow" => wf.name.clone())
+                .increment(1);
+            return false;
+        }
+        // Keys another (differently keyed) instance owns stay with it.
+        let own: Vec<BusinessKey> = aliases
+            .into_iter()
+            .filter(|a| {
+                work.by_alias
+                    .get(&(wf.name.clone(), a.clone()))
+                    .is_none_or(|s| mergeable.contains(s))
+            })
+            .collect();
+        let received_at = ev.received_at;
+        let occurred_at = ev
+            .event
+            .time
+            .as_deref()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc).min(received_at))
+            .unwrap_or(received_at);
+        let slot = match (role, survivor) {
+            (Role::Cancel, None) => return false,
+            (_, Some(s)) => s,
+            (Role::Step(i), None) => {
+                let hit = hit(&wf, i, ev, occurred_at);
+                work.add(Slot {
+                    id: None,
+                    instance: Instance::start(&wf, &hit, Vec::new()),
+                    findings: Vec::new(),
+                    absorbed: Vec::new(),
+                    dirty: true,
+                    gone: false,
+                })
+            }
+        };
+        for other in mergeable.into_iter().filter(|&s| s != slot) {
+            // Merges are rare: the emptied slot keeps a copy it never writes.
+            let placeholder = work.slots[slot].instance.clone();
+            let absorbed = std::mem::replace(
+                &mut work.slots[other],
+                Slot {
+                    id: None,
+                    instance: placeholder,
+                    findings: Vec::new(),
+                    absorbed: Vec::new(),
+                    dirty: false,
+                    gone: true,
+                },
+            );
+            let s = &mut work.slots[slot];
+            let raised = s.instance.absorb(&wf, absorbed.instance);
+            s.findings.extend(absorbed.findings);
+            s.findings.extend(raised);
+            s.absorbed.extend(absorbed.id);
+            s.absorbed.extend(absorbed.absorbed);
+            s.dirty = true;
+            for v in work.by_alias.values_mut() {
+                if *v == other {
+                    *v = slot;
+                }
+            }
+        }
+        let s = &mut work.slots[slot];
+        s.instance.add_aliases(&wf, own.iter().cloned());
+        for a in own {
+            work.by_alias.insert((wf.name.clone(), a), slot);
+        }
+        let s = &mut work.slots[slot];
+        match role {
+            Role::Step(i) => {
+                s.instance.add_dimensions(wf.dimension_values(prepared));
+                let applied = s.instance.apply(&wf, hit(&wf, i, ev, occurred_at));
+                s.findings.extend(applied.findings);
+                s.dirty |= !applied.repeat;
+            }
+            Role::Cancel => {
+                let f = s.instance.cancel(&wf, received_at);
+                s.findings.extend(f);
+                s.dirty = true;
+            }
+        }
+        true
+    }
+
+    fn writes(&self, o: &Owned, work: Working) -> Vec<InstanceWrite> {
+        work.slots
+            .into_iter()
+            .filter(|s| s.dirty && !s.gone)
+            .map(|s| {
+                let due_at = o
+                    .versions
+                    .get(&(s.instance.workflow.clone(), s.instance.version.clone()))
+                    .and_then(|wf| s.instance.next_due(wf));
+                InstanceWrite {
+                    id: s.id,
+                    instance: s.instance,
+                    due_at,
+                    findings: s.findings,
+                    absorbed: s.absorbed,
+                }
+            })
+            .collect()
+    }
+
+    /// Fires the timers of instances due by `now`.
+    async fn fire(
+        &self,
+        o: &mut Owned,
+        due: Vec<InstanceRecord>,
+        now: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        let mut writes = Vec::new();
+        for r in due {
+            let mut instance = r.instance;
+            let key = (instance.workflow.clone(), instance.version.clone());
+            let (findings, due_at) = match o.versions.get(&key) {
+                Some(wf) => {
+                    let f = instance.advance(wf, now);
+                    let next = instance.next_due(wf).filter(|d| *d > now);
+                    (f, next)
+                }
+                None => {
+                    tracing::warn!(workflow = %key.0, version = %key.1, "instance of an unknown workflow version; its timers are dropped");
+                    (Vec::new(), None)
+                }
+            };
+            for f in &findings {
+                let delay = (self.clock.now() - f.at).num_milliseconds().max(0) as f64 / 1000.0;
+                metrics::histogram!("switchyard_workflow_finding_delay_seconds", "kind" => f.kind.as_str())
+                    .record(delay);
+            }
+            writes.push(InstanceWrite {
+                id: Some(r.id),
+                instance,
+                due_at,
+                findings,
+                absorbed: Vec::new(),
+            });
+        }
+        let position = o.position;
+        self.commit(o, writes, position, now).await
+    }
+
+    /// Archives closed instances and refreshes the instance gauges, now and then.
+    async fn housekeeping(&self, o: &mut Owned, now: DateTime<Utc>) -> Result<(), Error> {
+        let every = std::time::Duration::from_secs(60);
+        if o.last_archive.is_none_or(|t| t.elapsed() >= every) {
+            o.last_archive = Some(std::time::Instant::now());
+            let n = self
+                .store
+                .archive_instances(now - self.settings.archive_after, 1000)
+                .await?;
+            if n > 0 {
+                tracing::info!(archived = n, "archived closed workflow instances");
+            }
+        }
+        let every = std::time::Duration::from_secs(5);
+        if o.last_gauges.is_none_or(|t| t.elapsed() >= every) {
+            o.last_gauges = Some(std::time::Instant::now());
+            for c in self.store.instance_counts().await? {
+                metrics::gauge!("switchyard_workflow_instances", "workflow" => c.workflow, "state" => c.state.as_str())
+                    .set(c.count as f64);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn hit(wf: &Workflow, step: usize, ev: &StoredEvent, occurred_at: DateTime<Utc>) -> Hit {
+    Hit {
+        step: wf.steps[step].name.clone(),
+        seq: ev.seq,
+        source: ev.event.source.clone(),
+        id: ev.event.id.clone(),
+        ty: ev.event.ty.clone(),
+        occurred_at,
+        received_at: ev.received_at,
+    }
+}

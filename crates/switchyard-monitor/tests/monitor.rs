@@ -1,0 +1,649 @@
+//! The monitor against a real store (a SQLite file; PostgreSQL when
+//! `SWITCHYARD_TEST_PG_URL` is set), driven by a manual clock: findings at their instants,
+//! exactly once, timers kept across restarts and takeovers, provisional instances merged,
+//! events out of order and duplicated.
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use switchyard_core::config::Config;
+use switchyard_core::instance::{FindingKind, InstanceState};
+use switchyard_core::sources::Sources;
+use switchyard_core::workflows::Workflows;
+use switchyard_core::{CloudEvent, ManualClock, SharedClock};
+use switchyard_monitor::{Monitor, Progress, Settings};
+use switchyard_store::{FindingFilter, FindingRecord, NewEvent, SharedStore, StoreOptions};
+use tokio_util::sync::CancellationToken;
+
+const CONFIG: &str = r#"
+[[sources]]
+name = "shop"
+kind = "cloudevents"
+source = "https://shop.example"
+keys = { shop_order = ".data.number" }
+
+[[sources]]
+name = "odoo"
+kind = "cloudevents"
+source = "odoo://erp"
+keys = { shop_order = ".data.origin", sale_order = ".data.name" }
+
+[[sources]]
+name = "wms"
+kind = "cloudevents"
+source = "https://wms.example"
+keys = { sale_order = ".data.order", picking = ".data.picking" }
+
+[[workflows]]
+name = "order_to_cash"
+title = "Shop order"
+criticality = "P2"
+key = "shop_order"
+stalled_after_seconds = 7200
+order_grace_seconds = 60
+dimensions = { warehouse = ".data.warehouse" }
+cancel = [{ source = "shop", type = "order.cancelled" }]
+
+[[workflows.steps]]
+name = "ordered"
+source = "shop"
+type = "order.created"
+
+[[workflows.steps]]
+name = "confirmed"
+source = "odoo"
+type = "sale.order.confirmed"
+sla_seconds = 600
+warn_seconds = 300
+after = ["ordered"]
+
+[[workflows.steps]]
+name = "shipped"
+source = "wms"
+type = "shipment.shipped"
+key = "sale_order"
+after = ["confirmed"]
+
+[[workflows.steps]]
+name = "invoiced"
+source = "odoo"
+type = "invoice.posted"
+key = "sale_order"
+from = "shipped"
+sla_seconds = 600
+after = ["shipped"]
+"#;
+
+fn t0() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-11-24T08:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+struct World {
+    store: SharedStore,
+    clock: ManualClock,
+    sources: Arc<Sources>,
+    workflows: Arc<Workflows>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn sqlite() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("m.db").display());
+    let store = switchyard_store::open(&url, &StoreOptions::default())
+        .await
+        .unwrap();
+    world(store, Some(dir))
+}
+
+async fn postgres() -> Option<World> {
+    let Ok(base) = std::env::var("SWITCHYARD_TEST_PG_URL") else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "SWITCHYARD_TEST_PG_URL must be set in CI"
+        );
+        eprintln!("SKIPPED: PostgreSQL monitor test (set SWITCHYARD_TEST_PG_URL to run it)");
+        return None;
+    };
+    let schema = format!(
+        "sy_mon_{}",
+        std::process::id() as u64 * 1000 + rand_suffix()
+    );
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let store = switchyard_store::open(
+        &format!("{base}{sep}schema={schema}"),
+        &StoreOptions::default(),
+    )
+    .await
+    .unwrap();
+    Some(world(store, None))
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+fn world(store: SharedStore, dir: Option<tempfile::TempDir>) -> World {
+    let config = Config::parse(CONFIG, "t.toml", Vec::new()).unwrap();
+    World {
+        store,
+        clock: ManualClock::new(t0()),
+        sources: Arc::new(Sources::compile(&config).unwrap()),
+        workflows: Arc::new(Workflows::compile(&config).unwrap()),
+        _dir: dir,
+    }
+}
+
+struct Running {
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    progress: tokio::sync::watch::Receiver<Progress>,
+}
+
+impl World {
+    fn start(&self, node: &str) -> Running {
+        let clock: SharedClock = Arc::new(self.clock.clone());
+        let m = Monitor::new(
+            self.store.clone(),
+            clock,
+            self.sources.clone(),
+            self.workflows.clone(),
+            node,
+            Settings {
+                poll: std::time::Duration::from_millis(20),
+                lease_ttl: Duration::seconds(30),
+                ..Default::default()
+            },
+        );
+        let progress = m.progress();
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(m.run(cancel.clone()));
+        Running {
+            cancel,
+            task,
+            progress,
+        }
+    }
+
+    /// Stores an event received now (business time), with the keys its source declares.
+    async fn send(
+        &self,
+        source: &str,
+        ty: &str,
+        id: &str,
+        time: Option<DateTime<Utc>>,
+        data: Value,
+    ) {
+        let mut v = json!({
+            "specversion": "1.0", "id": id, "source": source, "type": ty, "data": data,
+        });
+        if let Some(t) = time {
+            v["time"] = json!(t.to_rfc3339());
+        }
+        let event: CloudEvent = CloudEvent::from_json(v).unwrap().event;
+        let (keys, errors) = self
+            .sources
+            .for_cloudevent(&event.source)
+            .unwrap()
+            .extract_keys(&event);
+        assert!(errors.is_empty(), "{errors:?}");
+        self.store
+            .append_events(vec![NewEvent {
+                event,
+                received_at: self.now(),
+                keys: keys
+                    .into_iter()
+                    .map(|(n, v)| switchyard_core::sources::BusinessKey::new(n, v))
+                    .collect(),
+                deliveries: Vec::new(),
+            }])
+            .await
+            .unwrap();
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        use switchyard_core::Clock;
+        self.clock.now()
+    }
+
+    /// Waits until `r` has applied every stored event and fired the timers due now.
+    async fn settle(&self, r: &mut Running) {
+        let head = self.store.log_head().await.unwrap();
+        let now = self.now();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            r.progress
+                .wait_for(|p| p.epoch.is_some() && p.position >= head && p.time >= Some(now)),
+        )
+        .await
+        .expect("the monitor settles within 20 s")
+        .unwrap();
+    }
+
+    async fn findings(&self) -> Vec<FindingRecord> {
+        self.store
+            .list_findings(&FindingFilter {
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+    }
+
+    async fn advance_to(&self, r: &mut Running, to: DateTime<Utc>) {
+        self.clock.set(to);
+        self.settle(r).await;
+    }
+}
+
+fn kinds(f: &[FindingRecord]) -> Vec<(String, String, FindingKind)> {
+    f.iter()
+        .map(|f| {
+            (
+                f.instance_key.clone(),
+                f.finding.step.clone(),
+                f.finding.kind,
+            )
+        })
+        .collect()
+}
+
+fn order(number: &str) -> Value {
+    json!({ "number": number, "warehouse": "WH1" })
+}
+
+fn sale(name: &str, origin: &str) -> Value {
+    json!({ "name": name, "origin": origin })
+}
+
+async fn findings_at_their_instants_once(w: World) {
+    let mut m = w.start("node-a");
+    w.send(
+        "https://shop.example",
+        "order.created",
+        "o1",
+        None,
+        order("#1"),
+    )
+    .await;
+    w.send(
+        "https://shop.example",
+        "order.created",
+        "o2",
+        None,
+        order("#2"),
+    )
+    .await;
+    w.settle(&mut m).await;
+    // #2 is confirmed in time
+    w.advance_to(&mut m, t0() + Duration::minutes(4)).await;
+    w.send(
+        "odoo://erp",
+        "sale.order.confirmed",
+        "c2",
+        None,
+        sale("S2", "#2"),
+    )
+    .await;
+    w.advance_to(&mut m, t0() + Duration::seconds(299)).await;
+    assert!(
+        w.findings().await.is_empty(),
+        "nothing before the warning threshold"
+    );
+    w.advance_to(&mut m, t0() + Duration::minutes(5)).await;
+    let f = w.findings().await;
+    assert_eq!(
+        kinds(&f),
+        [("#1".into(), "confirmed".into(), FindingKind::AtRisk)]
+    );
+    assert_eq!(f[0].finding.at, t0() + Duration::minutes(5));
+    assert_eq!(f[0].detected_at, t0() + Duration::minutes(5));
+    w.advance_to(&mut m, t0() + Duration::seconds(599)).await;
+    assert_eq!(w.findings().await.len(), 1);
+    w.advance_to(&mut m, t0() + Duration::minutes(10)).await;
+    let f = w.findings().await;
+    assert_eq!(
+        kinds(&f),
+        [
+            ("#1".into(), "confirmed".into(), FindingKind::AtRisk),
+            ("#1".into(), "confirmed".into(), FindingKind::Breach)
+        ]
+    );
+    assert_eq!(f[1].finding.at, t0() + Duration::minutes(10));
+    assert!(
+        f[1].finding.message.contains("not reached within 10m"),
+        "{}",
+        f[1].finding.message
+    );
+    assert_eq!(f[1].finding.evidence[0].id, "o1");
+    let i = w.store.instances_by_key("#1", None, 10).await.unwrap();
+    assert_eq!(i[0].instance.state, InstanceState::Breached);
+    assert_eq!(i[0].instance.dimensions["warehouse"], "WH1");
+    let i = w.store.instances_by_key("#2", None, 10).await.unwrap();
+    assert_eq!(i[0].instance.state, InstanceState::OnTrack);
+    // An hour later nothing new: each finding is raised once; #2 is not late.
+    w.advance_to(&mut m, t0() + Duration::minutes(70)).await;
+    assert_eq!(w.findings().await.len(), 2);
+    // Stalled two hours after the last progress (#1 at t0, #2 at t0 + 4m).
+    w.advance_to(&mut m, t0() + Duration::minutes(124)).await;
+    let stalled: Vec<_> = kinds(&w.findings().await)
+        .into_iter()
+        .filter(|k| k.2 == FindingKind::Stalled)
+        .collect();
+    assert_eq!(
+        stalled,
+        [
+            ("#1".into(), "ordered".into(), FindingKind::Stalled),
+            ("#2".into(), "confirmed".into(), FindingKind::Stalled)
+        ]
+    );
+    m.cancel.cancel();
+    m.task.await.unwrap();
+}
+
+async fn timers_survive_a_restart_and_a_takeover(w: World) {
+    let mut a = w.start("node-a");
+    w.send(
+        "https://shop.example",
+        "order.created",
+        "o1",
+        None,
+        order("#1"),
+    )
+    .await;
+    w.settle(&mut a).await;
+    // node-a dies without releasing its lease
+    a.task.abort();
+    let _ = a.task.await;
+    let mut b = w.start("node-b");
+    // the lease (30 s) must run out before node-b may take over; the SLA passes meanwhile
+    w.clock.set(t0() + Duration::minutes(11));
+    w.settle(&mut b).await;
+    let f = w.findings().await;
+    assert_eq!(
+        kinds(&f),
+        [
+            ("#1".into(), "confirmed".into(), FindingKind::AtRisk),
+            ("#1".into(), "confirmed".into(), FindingKind::Breach)
+        ]
+    );
+    assert_eq!(f[0].finding.at, t0() + Duration::minutes(5));
+    assert_eq!(f[1].finding.at, t0() + Duration::minutes(10));
+    // A graceful restart keeps the checkpoint and the timers too.
+    b.cancel.cancel();
+    b.task.await.unwrap();
+    w.send(
+        "https://shop.example",
+        "order.created",
+        "o2",
+        None,
+        order("#2"),
+    )
+    .await;
+    let mut c = w.start("node-c");
+    w.settle(&mut c).await;
+    w.advance_to(&mut c, t0() + Duration::minutes(21)).await;
+    let f = w.findings().await;
+    assert_eq!(f.len(), 4, "{:?}", kinds(&f));
+    assert_eq!(f[3].finding.at, t0() + Duration::minutes(21));
+    assert_eq!(f[3].instance_key, "#2");
+    c.cancel.cancel();
+    c.task.await.unwrap();
+}
+
+async fn a_linking_event_merges_provisional_instances(w: World) {
+    let mut m = w.start("node-a");
+    // The WMS reports the shipment of sale order S7 first (its events know only S7) ...
+    let shipped_at = t0() + Duration::minutes(3);
+    w.clock.set(t0() + Duration::minutes(4));
+    w.send(
+        "https://wms.example",
+        "shipment.shipped",
+        "w7",
+        Some(shipped_at),
+        json!({ "order": "S7", "picking": "WH/OUT/00007" }),
+    )
+    .await;
+    // ... the shop's order #7 arrives on its own ...
+    w.send(
+        "https://shop.example",
+        "order.created",
+        "o7",
+        Some(t0()),
+        order("#7"),
+    )
+    .await;
+    w.settle(&mut m).await;
+    let n = w.store.instance_counts().await.unwrap();
+    assert_eq!(
+        n.iter().map(|c| c.count).sum::<i64>(),
+        2,
+        "two provisional instances"
+    );
+    // ... then Odoo's confirmation, which happened before the shipment, links S7 to #7.
+    w.send(
+        "odoo://erp",
+        "sale.order.confirmed",
+        "c7",
+        Some(t0() + Duration::minutes(1)),
+        sale("S7", "#7"),
+    )
+    .await;
+    w.settle(&mut m).await;
+    let n = w.store.instance_counts().await.unwrap();
+    assert_eq!(n.iter().map(|c| c.count).sum::<i64>(), 1, "merged: {n:?}");
+    let by_picking = w
+        .store
+        .instances_by_key("WH/OUT/00007", None, 10)
+        .await
+        .unwrap();
+    let by_order = w.store.instances_by_key("#7", None, 10).await.unwrap();
+    assert_eq!(by_picking.len(), 1);
+    assert_eq!(by_picking[0].id, by_order[0].id);
+    let i = &by_order[0].instance;
+    assert_eq!(i.key.as_deref(), Some("#7"));
+    assert_eq!(
+        i.hits.iter().map(|h| h.step.as_str()).collect::<Vec<_>>(),
+        ["ordered", "shipped", "confirmed"]
+    );
+    // the invoice SLA runs from the shipment the WMS instance brought: 10 min after 08:03
+    assert_eq!(
+        by_order[0].due_at,
+        Some(shipped_at + Duration::seconds(480))
+    );
+    assert!(
+        w.findings().await.is_empty(),
+        "{:?}",
+        kinds(&w.findings().await)
+    );
+    w.advance_to(&mut m, shipped_at + Duration::minutes(10))
+        .await;
+    assert_eq!(
+        kinds(&w.findings().await),
+        [
+            ("#7".into(), "invoiced".into(), FindingKind::AtRisk),
+            ("#7".into(), "invoiced".into(), FindingKind::Breach)
+        ]
+    );
+    w.send("odoo://erp", "invoice.posted", "i7", None, sale("S7", ""))
+        .await;
+    w.settle(&mut m).await;
+    let i = w.store.instances_by_key("S7", None, 10).await.unwrap();
+    assert_eq!(i[0].instance.state, InstanceState::CompletedLate);
+    m.cancel.cancel();
+    m.task.await.unwrap();
+}
+
+async fn events_out_of_order_and_duplicated(w: World) {
+    w.clock.set(t0() + Duration::minutes(30));
+    let at = |sec: i64| Some(t0() + Duration::seconds(sec));
+    // Delivered newest first, one twice (same id: stored once) and the order again from a
+    // shop retry (another id: a duplicate order). The monitor starts after they are all
+    // stored, as after a backlog.
+    w.send(
+        "odoo://erp",
+        "invoice.posted",
+        "i9",
+        at(1200),
+        sale("S9", ""),
+    )
+    .await;
+    w.send(
+        "https://wms.example",
+        "shipment.shipped",
+        "w9",
+        at(900),
+        json!({ "order": "S9" }),
+    )
+    .await;
+    w.send(
+        "https://wms.example",
+        "shipment.shipped",
+        "w9",
+        at(900),
+        json!({ "order": "S9" }),
+    )
+    .await;
+    w.send(
+        "odoo://erp",
+        "sale.order.confirmed",
+        "c9",
+        at(120),
+        sale("S9", "#9"),
+    )
+    .await;
+    w.send(
+        "https://shop.example",
+        "order.created",
+        "o9",
+        at(0),
+        order("#9"),
+    )
+    .await;
+    w.send(
+        "https://shop.example",
+        "order.created",
+        "o9-retry",
+        at(60),
+        order("#9"),
+    )
+    .await;
+    let mut m = w.start("node-a");
+    w.settle(&mut m).await;
+    let i = w.store.instances_by_key("#9", None, 10).await.unwrap();
+    assert_eq!(i.len(), 1);
+    assert_eq!(i[0].instance.state, InstanceState::Completed);
+    assert_eq!(i[0].instance.started_at, t0());
+    assert_eq!(i[0].instance.hits.len(), 5);
+    assert_eq!(
+        kinds(&w.findings().await),
+        [("#9".into(), "ordered".into(), FindingKind::Duplicate)]
+    );
+    // Out of sequence for real: the invoice was posted before the shipment happened.
+    w.send(
+        "https://shop.example",
+        "order.created",
+        "o10",
+        at(1680),
+        order("#10"),
+    )
+    .await;
+    w.send(
+        "odoo://erp",
+        "sale.order.confirmed",
+        "c10",
+        at(1710),
+        sale("S10", "#10"),
+    )
+    .await;
+    w.send(
+        "odoo://erp",
+        "invoice.posted",
+        "i10",
+        at(1740),
+        sale("S10", ""),
+    )
+    .await;
+    w.settle(&mut m).await;
+    w.advance_to(&mut m, t0() + Duration::seconds(1859)).await;
+    assert_eq!(
+        w.findings().await.len(),
+        1,
+        "the shipment has 60 s to arrive"
+    );
+    w.advance_to(&mut m, t0() + Duration::seconds(1860)).await;
+    w.send(
+        "https://wms.example",
+        "shipment.shipped",
+        "w10",
+        at(1770),
+        json!({ "order": "S10" }),
+    )
+    .await;
+    w.settle(&mut m).await;
+    let f = w.findings().await;
+    assert_eq!(
+        kinds(&f)[1..],
+        [
+            ("#10".into(), "shipped".into(), FindingKind::Missing),
+            ("#10".into(), "invoiced".into(), FindingKind::OutOfSequence)
+        ]
+    );
+    assert_eq!(f[1].finding.at, t0() + Duration::seconds(1860));
+    // A cancelled order raises nothing more.
+    w.send(
+        "https://shop.example",
+        "order.created",
+        "o11",
+        None,
+        order("#11"),
+    )
+    .await;
+    w.send(
+        "https://shop.example",
+        "order.cancelled",
+        "x11",
+        None,
+        order("#11"),
+    )
+    .await;
+    w.advance_to(&mut m, t0() + Duration::minutes(300)).await;
+    let i = w.store.instances_by_key("#11", None, 10).await.unwrap();
+    assert_eq!(i[0].instance.state, InstanceState::Cancelled);
+    assert!(w.findings().await.iter().all(|f| f.instance_key != "#11"));
+    m.cancel.cancel();
+    m.task.await.unwrap();
+}
+
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::sqlite().await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(w) = super::postgres().await {
+                        super::$name(w).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+on_both!(
+    findings_at_their_instants_once,
+    timers_survive_a_restart_and_a_takeover,
+    a_linking_event_merges_provisional_instances,
+    events_out_of_order_and_duplicated,
+);

@@ -1,0 +1,323 @@
+//! The workflow monitor over `/v1`: workflows with their instance counts, instances (by
+//! workflow, by business key, by id, with their timeline and findings), findings, and the
+//! trace of a business key across every source. Read-only: the monitor owns the data.
+
+use crate::AppState;
+use crate::api::{ApiResult, bad_param, check_limit, event_json, parse_query, time_param};
+use crate::error::{ApiError, Problem};
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::IntoResponse;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use switchyard_core::instance::{FindingKind, InstanceState};
+use switchyard_core::token::Permission;
+use switchyard_store::{
+    DeliveryFilter, EventFilter, FindingFilter, InstanceFilter, InstanceRecord, LogPosition,
+};
+
+/// An instance in API form: the stored instance, its open breach (step, SLA instant, how
+/// long overdue) and, for an open instance, how long it has been open.
+fn instance_json(state: &AppState, r: &InstanceRecord) -> Value {
+    let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
+    let now = state.clock.now();
+    if let Some(wf) = state
+        .workflows
+        .get(&r.instance.workflow)
+        .filter(|w| w.version == r.instance.version)
+        && let Some((step, at)) = r.instance.breach(wf)
+    {
+        v["breach"] = json!({
+            "step": step,
+            "sla_at": at,
+            "overdue_seconds": (now - at).num_seconds().max(0),
+        });
+    }
+    if r.instance.is_open() {
+        v["age_seconds"] = json!((now - r.instance.started_at).num_seconds().max(0));
+    }
+    v
+}
+
+/// `GET /v1/workflows`: every configured workflow, its steps and its instances per state.
+pub async fn list_workflows(State(state): State<AppState>, headers: HeaderMap) -> ApiResult {
+    state.authorize(&headers, Permission::Read).await?;
+    let counts = state.store.instance_counts().await?;
+    let mut by_wf: BTreeMap<&str, BTreeMap<&str, i64>> = BTreeMap::new();
+    for c in &counts {
+        by_wf
+            .entry(c.workflow.as_str())
+            .or_default()
+            .insert(c.state.as_str(), c.count);
+    }
+    let workflows: Vec<Value> = state
+        .workflows
+        .list
+        .iter()
+        .map(|w| {
+            json!({
+                "name": w.name,
+                "title": w.title,
+                "version": w.version,
+                "criticality": w.criticality.as_str(),
+                "key": w.key,
+                "keys": w.keys,
+                "dimensions": w.dimensions.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+                "steps": w.definition.get("steps"),
+                "instances": by_wf.get(w.name.as_str()).cloned().unwrap_or_default(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "workflows": workflows })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstancesQuery {
+    /// Comma-separated states.
+    pub state: Option<String>,
+    /// `name:value`, e.g. `warehouse:WH2`.
+    pub dimension: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub before: Option<i64>,
+    pub limit: Option<usize>,
+}
+
+fn parse_states(s: Option<&str>) -> Result<Vec<InstanceState>, ApiError> {
+    let mut out = Vec::new();
+    for part in s.unwrap_or("").split(',').filter(|p| !p.is_empty()) {
+        out.push(InstanceState::parse(part).ok_or_else(|| {
+            bad_param(
+                "state",
+                format!(
+                    "unknown state \"{part}\" (known: {})",
+                    InstanceState::ALL.map(|s| s.as_str()).join(", ")
+                ),
+            )
+        })?);
+    }
+    Ok(out)
+}
+
+/// `GET /v1/workflows/{name}/instances`: newest first, filtered by state, dimension, start.
+pub async fn list_instances(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    state.authorize(&headers, Permission::Read).await?;
+    let q: InstancesQuery = parse_query(raw)?;
+    if state.workflows.get(&name).is_none()
+        && !state
+            .store
+            .instance_counts()
+            .await?
+            .iter()
+            .any(|c| c.workflow == name)
+    {
+        return Err(ApiError::new(
+            Problem::NotFound,
+            format!("no workflow \"{name}\""),
+        ));
+    }
+    let dimension = match q.dimension.as_deref() {
+        None => None,
+        Some(d) => Some(
+            d.split_once(':')
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .ok_or_else(|| bad_param("dimension", "expected name:value"))?,
+        ),
+    };
+    let filter = InstanceFilter {
+        workflow: Some(name),
+        states: parse_states(q.state.as_deref())?,
+        dimension,
+        since: time_param("since", q.since.as_deref())?,
+        until: time_param("until", q.until.as_deref())?,
+        before_id: q.before,
+        limit: check_limit(q.limit, 100, 1000)?,
+    };
+    let items = state.store.list_instances(&filter).await?;
+    let next = (items.len() == filter.limit)
+        .then(|| items.last().map(|r| r.id))
+        .flatten();
+    let items: Vec<Value> = items.iter().map(|r| instance_json(&state, r)).collect();
+    Ok(Json(json!({ "instances": items, "next_before": next })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyQuery {
+    pub key: Option<String>,
+    pub workflow: Option<String>,
+    pub limit: Option<usize>,
+}
+
+/// An instance with its findings.
+async fn with_findings(state: &AppState, r: &InstanceRecord) -> Result<Value, ApiError> {
+    let findings = state
+        .store
+        .list_findings(&FindingFilter {
+            instance_id: Some(r.id),
+            limit: 1000,
+            ..Default::default()
+        })
+        .await?;
+    let mut v = instance_json(state, r);
+    v["findings"] = json!(findings);
+    Ok(v)
+}
+
+/// `GET /v1/instances?key=…[&workflow=…]`: the instances a business key names (any of its
+/// names: the shop's order number, Odoo's order name, a picking), each with its timeline of
+/// events across systems (`hits`) and its findings.
+pub async fn find_instances(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    state.authorize(&headers, Permission::Read).await?;
+    let q: KeyQuery = parse_query(raw)?;
+    let key = q
+        .key
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| bad_param("key", "required: a business key value, e.g. S00042"))?;
+    let limit = check_limit(q.limit, 20, 100)?;
+    let found = state
+        .store
+        .instances_by_key(&key, q.workflow.as_deref(), limit)
+        .await?;
+    let mut out = Vec::new();
+    for r in &found {
+        out.push(with_findings(&state, r).await?);
+    }
+    Ok(Json(json!({ "instances": out })).into_response())
+}
+
+/// `GET /v1/instances/{id}`.
+pub async fn get_instance(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult {
+    state.authorize(&headers, Permission::Read).await?;
+    let id: i64 = id
+        .parse()
+        .map_err(|_| bad_param("id", "must be an integer"))?;
+    let r = state
+        .store
+        .get_instance(id)
+        .await?
+        .ok_or_else(|| ApiError::new(Problem::NotFound, format!("no instance {id}")))?;
+    Ok(Json(with_findings(&state, &r).await?).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FindingsQuery {
+    pub workflow: Option<String>,
+    pub kind: Option<String>,
+    pub instance: Option<i64>,
+    pub since: Option<String>,
+    pub after: Option<i64>,
+    pub limit: Option<usize>,
+}
+
+/// `GET /v1/findings`: in the order they were recorded; `next_after` pages on.
+pub async fn list_findings(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    state.authorize(&headers, Permission::Read).await?;
+    let q: FindingsQuery = parse_query(raw)?;
+    let kind = match q.kind.as_deref() {
+        None => None,
+        Some(k) => Some(FindingKind::parse(k).ok_or_else(|| {
+            bad_param(
+                "kind",
+                format!(
+                    "unknown kind \"{k}\" (known: {})",
+                    FindingKind::ALL.map(|k| k.as_str()).join(", ")
+                ),
+            )
+        })?),
+    };
+    let filter = FindingFilter {
+        workflow: q.workflow,
+        kind,
+        instance_id: q.instance,
+        since: time_param("since", q.since.as_deref())?,
+        after_id: q.after.unwrap_or(0),
+        limit: check_limit(q.limit, 100, 1000)?,
+    };
+    let items = state.store.list_findings(&filter).await?;
+    let next = (items.len() == filter.limit)
+        .then(|| items.last().map(|f| f.id))
+        .flatten();
+    Ok(Json(json!({ "findings": items, "next_after": next })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceQuery {
+    pub key: Option<String>,
+    pub limit: Option<usize>,
+}
+
+/// `GET /v1/trace?key=…`: every event carrying the business key value (any key name, any
+/// source) in commit order, each with its deliveries, and the instances the key names.
+pub async fn trace(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    state.authorize(&headers, Permission::Read).await?;
+    let q: TraceQuery = parse_query(raw)?;
+    let key = q
+        .key
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| bad_param("key", "required: a business key value, e.g. WH/OUT/00017"))?;
+    let limit = check_limit(q.limit, 200, 1000)?;
+    let page = state
+        .store
+        .read_log(
+            LogPosition::START,
+            limit,
+            &EventFilter {
+                key: Some(key.clone()),
+                ..Default::default()
+            },
+        )
+        .await?;
+    let mut events = Vec::new();
+    for e in &page.events {
+        let deliveries = state
+            .store
+            .list_deliveries(&DeliveryFilter {
+                event_seq: Some(e.seq),
+                limit: 100,
+                ..Default::default()
+            })
+            .await?;
+        let mut v = event_json(e);
+        v["deliveries"] = json!(deliveries);
+        events.push(v);
+    }
+    let instances = state.store.instances_by_key(&key, None, 20).await?;
+    let mut out = Vec::new();
+    for r in &instances {
+        out.push(with_findings(&state, r).await?);
+    }
+    Ok(Json(json!({
+        "key": key,
+        "events": events,
+        "instances": out,
+        "truncated": page.events.len() == limit,
+    }))
+    .into_response())
+}
