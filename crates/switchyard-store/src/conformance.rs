@@ -44,6 +44,11 @@ macro_rules! store_conformance_suite {
             queue_stats_and_backfill,
             queue_cursor_is_saved_with_attempts,
             purging_events_takes_their_finished_deliveries,
+            monitor_commit_writes_instances_aliases_and_findings_once,
+            monitor_commit_is_fenced_by_the_lease_epoch,
+            monitor_commit_writes_nothing_when_a_write_fails,
+            monitor_merge_moves_findings_and_aliases,
+            monitor_archive_removes_closed_instances_only,
             closed_store_refuses_writes
         );
     };
@@ -1902,4 +1907,976 @@ pub async fn purging_events_takes_their_finished_deliveries(store: SharedStore) 
     assert_eq!(dead.state, DeliveryState::Dead);
     assert_eq!(store.list_attempts(second.id).await.unwrap().len(), 1);
     assert_eq!(ids.len(), 2);
+}
+
+// ---- the workflow monitor ----
+
+use switchyard_core::instance::{Evidence, Finding, FindingKind, Hit, Instance, InstanceState};
+
+/// An open instance of `workflow` started at `started` (with sub-microsecond parts in its
+/// hits, which only the JSON body keeps), known by `aliases`.
+fn instance(
+    workflow: &str,
+    key: Option<&str>,
+    aliases: &[(&str, &str)],
+    started: DateTime<Utc>,
+) -> Instance {
+    let mut aliases: Vec<BusinessKey> = aliases
+        .iter()
+        .map(|(n, v)| BusinessKey::new(*n, *v))
+        .collect();
+    aliases.sort();
+    Instance {
+        workflow: workflow.into(),
+        version: "v1".into(),
+        key: key.map(str::to_string),
+        aliases,
+        state: InstanceState::OnTrack,
+        started_at: started,
+        progressed_at: started,
+        closed_at: None,
+        dimensions: Default::default(),
+        hits: vec![Hit {
+            step: "ordered".into(),
+            seq: 1,
+            source: "/shop".into(),
+            id: "e1".into(),
+            ty: "order.created".into(),
+            occurred_at: started - Duration::nanoseconds(1_234_567),
+            received_at: started + Duration::nanoseconds(987),
+        }],
+        raised: Vec::new(),
+    }
+}
+
+fn finding(step: &str, kind: FindingKind, at: DateTime<Utc>) -> Finding {
+    Finding {
+        step: step.into(),
+        kind,
+        at,
+        message: format!("step \"{step}\": {}", kind.as_str()),
+        evidence: vec![Evidence {
+            seq: 1,
+            source: "/shop".into(),
+            id: "e1".into(),
+        }],
+    }
+}
+
+fn new_write(
+    instance: Instance,
+    due_at: Option<DateTime<Utc>>,
+    findings: Vec<Finding>,
+) -> InstanceWrite {
+    InstanceWrite {
+        id: None,
+        instance,
+        due_at,
+        findings,
+        absorbed: Vec::new(),
+    }
+}
+
+fn alias(workflow: &str, name: &str, value: &str) -> WorkflowAlias {
+    (workflow.to_string(), BusinessKey::new(name, value))
+}
+
+fn commit(lease: &Lease, writes: Vec<InstanceWrite>, now: DateTime<Utc>) -> MonitorCommit {
+    MonitorCommit {
+        lease: lease.clone(),
+        checkpoint: None,
+        versions: Vec::new(),
+        writes,
+        now,
+    }
+}
+
+fn ids(records: &[InstanceRecord]) -> Vec<i64> {
+    records.iter().map(|r| r.id).collect()
+}
+
+fn all_findings() -> FindingFilter {
+    FindingFilter {
+        limit: 1000,
+        ..Default::default()
+    }
+}
+
+fn instances(limit: usize) -> InstanceFilter {
+    InstanceFilter {
+        limit,
+        ..Default::default()
+    }
+}
+
+pub async fn monitor_commit_writes_instances_aliases_and_findings_once(store: SharedStore) {
+    let ttl = Duration::seconds(60);
+    let lease = store
+        .acquire_lease("monitor", "node-a", t0(), ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    let now = t0() + Duration::minutes(1);
+    let due = t0() + Duration::minutes(10);
+
+    let mut one = instance(
+        "o2c",
+        Some("#1"),
+        &[("shop_order", "#1"), ("sale_order", "S1")],
+        t0(),
+    );
+    one.dimensions.insert("warehouse".into(), "WH2".into());
+    one.raised = vec![("confirmed".into(), FindingKind::AtRisk)];
+    let mut two = instance(
+        "o2c",
+        Some("#2"),
+        &[("shop_order", "#2")],
+        t0() + Duration::minutes(2),
+    );
+    two.state = InstanceState::Breached;
+    two.dimensions.insert("warehouse".into(), "WH1".into());
+    let three = instance(
+        "returns",
+        None,
+        &[("shop_order", "#1")],
+        t0() + Duration::minutes(3),
+    );
+    let at_risk = finding(
+        "confirmed",
+        FindingKind::AtRisk,
+        t0() + Duration::minutes(5),
+    );
+    let duplicate = finding(
+        "shipped",
+        FindingKind::Duplicate,
+        t0() + Duration::seconds(30),
+    );
+    let version = WorkflowVersion {
+        workflow: "o2c".into(),
+        version: "v1".into(),
+        definition: serde_json::json!({"steps": ["ordered", "confirmed"]}),
+        created_at: t0(),
+    };
+    let mut c = commit(
+        &lease,
+        vec![
+            new_write(
+                one.clone(),
+                Some(due),
+                vec![at_risk.clone(), duplicate.clone()],
+            ),
+            new_write(two.clone(), None, Vec::new()),
+            new_write(three.clone(), Some(due + Duration::minutes(5)), Vec::new()),
+        ],
+        now,
+    );
+    c.checkpoint = Some(serde_json::json!({"after": "0.5"}));
+    c.versions = vec![version.clone()];
+    let (written, inserted) = store.monitor_commit(c).await.unwrap();
+    assert_eq!(written.len(), 3);
+    assert_eq!(inserted, 2);
+    let (id1, id2, id3) = (written[0], written[1], written[2]);
+    assert!(id1 < id2 && id2 < id3, "new ids follow the writes' order");
+    assert_eq!(
+        store.lease_state("monitor").await.unwrap(),
+        Some(serde_json::json!({"after": "0.5"})),
+        "the checkpoint is saved with the step"
+    );
+
+    // found by either alias, within its workflow only
+    let expected = InstanceRecord {
+        id: id1,
+        instance: one.clone(),
+        due_at: Some(due),
+        updated_at: now,
+    };
+    for a in [
+        alias("o2c", "shop_order", "#1"),
+        alias("o2c", "sale_order", "S1"),
+    ] {
+        assert_eq!(
+            store.monitor_find(vec![a]).await.unwrap(),
+            vec![expected.clone()]
+        );
+    }
+    assert_eq!(
+        ids(&store
+            .monitor_find(vec![
+                alias("o2c", "shop_order", "#2"),
+                alias("o2c", "sale_order", "S1"),
+                alias("o2c", "shop_order", "#1"),
+                alias("returns", "shop_order", "#1"),
+            ])
+            .await
+            .unwrap()),
+        vec![id1, id2, id3],
+        "each instance once, by id"
+    );
+    assert!(
+        store
+            .monitor_find(vec![
+                alias("o2c", "sale_order", "#1"),
+                alias("other", "shop_order", "#1")
+            ])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.monitor_find(Vec::new()).await.unwrap().is_empty());
+    // a batch larger than any one statement's parameters
+    let mut many: Vec<WorkflowAlias> = (0..2500)
+        .map(|i| alias("o2c", "shop_order", &format!("#x{i}")))
+        .collect();
+    many.insert(1200, alias("o2c", "shop_order", "#2"));
+    many.push(alias("o2c", "sale_order", "S1"));
+    assert_eq!(
+        ids(&store.monitor_find(many).await.unwrap()),
+        vec![id1, id2]
+    );
+
+    // timers
+    assert_eq!(store.monitor_next_due().await.unwrap(), Some(due));
+    assert!(
+        store
+            .monitor_due(due - Duration::seconds(1), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.monitor_due(due, 10).await.unwrap(),
+        vec![expected.clone()]
+    );
+    assert_eq!(
+        ids(&store
+            .monitor_due(due + Duration::hours(1), 10)
+            .await
+            .unwrap()),
+        vec![id1, id3],
+        "earliest first"
+    );
+    assert_eq!(
+        ids(&store
+            .monitor_due(due + Duration::hours(1), 1)
+            .await
+            .unwrap()),
+        vec![id1]
+    );
+
+    // the instance round-trips exactly (its body carries what the columns round)
+    assert_eq!(store.get_instance(id1).await.unwrap(), Some(expected));
+    assert_eq!(
+        store.get_instance(id2).await.unwrap().unwrap().instance,
+        two
+    );
+    assert!(store.get_instance(id3 + 1000).await.unwrap().is_none());
+
+    // versions are inserted once
+    let mut again = commit(&lease, Vec::new(), now);
+    again.versions = vec![
+        WorkflowVersion {
+            definition: serde_json::json!({"changed": true}),
+            created_at: now,
+            ..version.clone()
+        },
+        WorkflowVersion {
+            version: "v2".into(),
+            created_at: now,
+            ..version.clone()
+        },
+    ];
+    assert_eq!(store.monitor_commit(again).await.unwrap(), (vec![], 0));
+    let versions = store.workflow_versions().await.unwrap();
+    assert_eq!(versions.len(), 2);
+    assert_eq!(versions[0], version, "the first definition of v1 is kept");
+    assert_eq!(versions[1].version, "v2");
+
+    // the same finding again on an update: not inserted twice
+    let later = now + Duration::minutes(1);
+    one.state = InstanceState::AtRisk;
+    let update = InstanceWrite {
+        id: Some(id1),
+        ..new_write(one.clone(), None, vec![at_risk.clone()])
+    };
+    assert_eq!(
+        store
+            .monitor_commit(commit(&lease, vec![update], later))
+            .await
+            .unwrap(),
+        (vec![id1], 0)
+    );
+    let stored = store.get_instance(id1).await.unwrap().unwrap();
+    assert_eq!(stored.instance.state, InstanceState::AtRisk);
+    assert_eq!(stored.due_at, None);
+    assert_eq!(stored.updated_at, later);
+    assert_eq!(
+        store.monitor_next_due().await.unwrap(),
+        Some(due + Duration::minutes(5))
+    );
+    assert_eq!(
+        store.lease_state("monitor").await.unwrap(),
+        Some(serde_json::json!({"after": "0.5"})),
+        "a commit without a checkpoint keeps the last one"
+    );
+    let breach = finding(
+        "confirmed",
+        FindingKind::Breach,
+        t0() + Duration::minutes(10),
+    );
+    let update = InstanceWrite {
+        id: Some(id1),
+        ..new_write(
+            one.clone(),
+            None,
+            vec![breach.clone(), at_risk.clone(), breach.clone()],
+        )
+    };
+    let mut c = commit(&lease, vec![update], later);
+    c.checkpoint = Some(serde_json::json!({"after": "0.9"}));
+    assert_eq!(store.monitor_commit(c).await.unwrap(), (vec![id1], 1));
+    assert_eq!(
+        store.lease_state("monitor").await.unwrap(),
+        Some(serde_json::json!({"after": "0.9"}))
+    );
+
+    // findings: in id order, as raised, with the instance's label and the commit's time
+    let all = store.list_findings(&all_findings()).await.unwrap();
+    assert_eq!(all.len(), 3);
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id));
+    assert_eq!(all[0].finding, at_risk);
+    assert_eq!(all[1].finding, duplicate);
+    assert_eq!(all[2].finding, breach);
+    assert!(
+        all.iter()
+            .all(|f| f.instance_id == id1 && f.workflow == "o2c" && f.instance_key == "#1")
+    );
+    assert_eq!((all[0].detected_at, all[2].detected_at), (now, later));
+    let only = |f: FindingFilter| {
+        let store = store.clone();
+        async move {
+            store
+                .list_findings(&f)
+                .await
+                .unwrap()
+                .iter()
+                .map(|f| f.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    let fid: Vec<i64> = all.iter().map(|f| f.id).collect();
+    assert_eq!(
+        only(FindingFilter {
+            kind: Some(FindingKind::Breach),
+            ..all_findings()
+        })
+        .await,
+        vec![fid[2]]
+    );
+    assert_eq!(
+        only(FindingFilter {
+            workflow: Some("o2c".into()),
+            ..all_findings()
+        })
+        .await,
+        fid
+    );
+    assert!(
+        only(FindingFilter {
+            workflow: Some("returns".into()),
+            ..all_findings()
+        })
+        .await
+        .is_empty()
+    );
+    assert!(
+        only(FindingFilter {
+            instance_id: Some(id2),
+            ..all_findings()
+        })
+        .await
+        .is_empty()
+    );
+    assert_eq!(
+        only(FindingFilter {
+            since: Some(t0() + Duration::minutes(5)),
+            ..all_findings()
+        })
+        .await,
+        vec![fid[0], fid[2]],
+        "since: became true at or after"
+    );
+    assert_eq!(
+        only(FindingFilter {
+            after_id: fid[0],
+            limit: 1,
+            ..all_findings()
+        })
+        .await,
+        vec![fid[1]]
+    );
+
+    // counts per workflow and state
+    let mut counts = store.instance_counts().await.unwrap();
+    counts.sort_by(|a, b| (&a.workflow, a.state.as_str()).cmp(&(&b.workflow, b.state.as_str())));
+    let count = |workflow: &str, state, count| InstanceCount {
+        workflow: workflow.into(),
+        state,
+        count,
+    };
+    assert_eq!(
+        counts,
+        vec![
+            count("o2c", InstanceState::AtRisk, 1),
+            count("o2c", InstanceState::Breached, 1),
+            count("returns", InstanceState::OnTrack, 1),
+        ]
+    );
+
+    // listings: newest first, filtered, paged
+    let list = |f: InstanceFilter| {
+        let store = store.clone();
+        async move { ids(&store.list_instances(&f).await.unwrap()) }
+    };
+    assert_eq!(list(instances(10)).await, vec![id3, id2, id1]);
+    assert_eq!(list(instances(2)).await, vec![id3, id2]);
+    assert_eq!(
+        list(InstanceFilter {
+            before_id: Some(id2),
+            ..instances(10)
+        })
+        .await,
+        vec![id1]
+    );
+    assert_eq!(
+        list(InstanceFilter {
+            workflow: Some("o2c".into()),
+            ..instances(10)
+        })
+        .await,
+        vec![id2, id1]
+    );
+    assert_eq!(
+        list(InstanceFilter {
+            states: vec![InstanceState::AtRisk],
+            ..instances(10)
+        })
+        .await,
+        vec![id1]
+    );
+    assert_eq!(
+        list(InstanceFilter {
+            states: vec![InstanceState::OnTrack, InstanceState::Breached],
+            ..instances(10)
+        })
+        .await,
+        vec![id3, id2]
+    );
+    assert_eq!(
+        list(InstanceFilter {
+            dimension: Some(("warehouse".into(), "WH2".into())),
+            ..instances(10)
+        })
+        .await,
+        vec![id1]
+    );
+    for (name, value) in [
+        ("warehouse", "WH9"),
+        ("region", "WH2"),
+        ("ware\"house", "WH2"),
+    ] {
+        assert!(
+            list(InstanceFilter {
+                dimension: Some((name.into(), value.into())),
+                ..instances(10)
+            })
+            .await
+            .is_empty(),
+            "{name} = {value}"
+        );
+    }
+    assert_eq!(
+        list(InstanceFilter {
+            since: Some(two.started_at),
+            ..instances(10)
+        })
+        .await,
+        vec![id3, id2],
+        "since: started at or after"
+    );
+    assert_eq!(
+        list(InstanceFilter {
+            until: Some(two.started_at),
+            ..instances(10)
+        })
+        .await,
+        vec![id1],
+        "until: started before"
+    );
+    assert_eq!(
+        list(InstanceFilter {
+            workflow: Some("o2c".into()),
+            states: vec![InstanceState::Breached, InstanceState::AtRisk],
+            since: Some(t0()),
+            until: Some(t0() + Duration::hours(1)),
+            before_id: Some(id2),
+            ..instances(10)
+        })
+        .await,
+        vec![id1]
+    );
+
+    // by key value, any key name
+    assert_eq!(
+        ids(&store.instances_by_key("#1", None, 10).await.unwrap()),
+        vec![id3, id1]
+    );
+    assert_eq!(
+        ids(&store.instances_by_key("#1", None, 1).await.unwrap()),
+        vec![id3]
+    );
+    assert_eq!(
+        ids(&store.instances_by_key("#1", Some("o2c"), 10).await.unwrap()),
+        vec![id1]
+    );
+    assert_eq!(
+        ids(&store.instances_by_key("S1", None, 10).await.unwrap()),
+        vec![id1]
+    );
+    assert!(
+        store
+            .instances_by_key("S1", Some("returns"), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub async fn monitor_commit_is_fenced_by_the_lease_epoch(store: SharedStore) {
+    let ttl = Duration::seconds(30);
+    let a = store
+        .acquire_lease("monitor", "node-a", t0(), ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut c = commit(&a, Vec::new(), t0());
+    c.checkpoint = Some(serde_json::json!({"n": 1}));
+    store.monitor_commit(c).await.unwrap();
+
+    // node-a stalls past its lease; node-b takes the monitor over
+    let takeover = t0() + Duration::seconds(31);
+    let b = store
+        .acquire_lease("monitor", "node-b", takeover, ttl)
+        .await
+        .unwrap()
+        .expect("expired lease is taken over");
+    assert_eq!(b.epoch, a.epoch + 1);
+
+    let step = |lease: &Lease, n: i64| {
+        let mut c = commit(
+            lease,
+            vec![new_write(
+                instance("o2c", Some("#1"), &[("shop_order", "#1")], t0()),
+                Some(t0() + Duration::minutes(10)),
+                vec![finding("confirmed", FindingKind::AtRisk, t0())],
+            )],
+            takeover,
+        );
+        c.checkpoint = Some(serde_json::json!({"n": n}));
+        c.versions = vec![WorkflowVersion {
+            workflow: "o2c".into(),
+            version: format!("v{n}"),
+            definition: serde_json::json!({}),
+            created_at: takeover,
+        }];
+        c
+    };
+    match store.monitor_commit(step(&a, 99)).await {
+        Err(Error::Fenced { name, epoch }) => {
+            assert_eq!((name.as_str(), epoch), ("monitor", a.epoch))
+        }
+        other => panic!("a stale owner's commit must be fenced, got {other:?}"),
+    }
+    assert!(store.instance_counts().await.unwrap().is_empty());
+    assert!(
+        store
+            .list_instances(&instances(10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .list_findings(&all_findings())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.workflow_versions().await.unwrap().is_empty());
+    assert_eq!(store.monitor_next_due().await.unwrap(), None);
+    assert!(
+        store
+            .monitor_find(vec![alias("o2c", "shop_order", "#1")])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.lease_state("monitor").await.unwrap(),
+        Some(serde_json::json!({"n": 1})),
+        "the fenced commit's checkpoint is not saved"
+    );
+
+    // the new owner's commit goes through
+    let (written, inserted) = store.monitor_commit(step(&b, 2)).await.unwrap();
+    assert_eq!((written.len(), inserted), (1, 1));
+    assert_eq!(
+        store.lease_state("monitor").await.unwrap(),
+        Some(serde_json::json!({"n": 2}))
+    );
+    assert_eq!(
+        ids(&store
+            .monitor_find(vec![alias("o2c", "shop_order", "#1")])
+            .await
+            .unwrap()),
+        written
+    );
+    assert_eq!(store.workflow_versions().await.unwrap().len(), 1);
+}
+
+pub async fn monitor_commit_writes_nothing_when_a_write_fails(store: SharedStore) {
+    let lease = store
+        .acquire_lease("monitor", "node-a", t0(), Duration::seconds(60))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut c = commit(
+        &lease,
+        vec![new_write(
+            instance("o2c", Some("#1"), &[("shop_order", "#1")], t0()),
+            None,
+            vec![finding("confirmed", FindingKind::AtRisk, t0())],
+        )],
+        t0(),
+    );
+    c.checkpoint = Some(serde_json::json!({"n": 1}));
+    let (written, _) = store.monitor_commit(c).await.unwrap();
+
+    // a new instance, then an update of one that does not exist: the whole step fails
+    let mut c = commit(
+        &lease,
+        vec![
+            new_write(
+                instance("o2c", Some("#2"), &[("shop_order", "#2")], t0()),
+                Some(t0()),
+                vec![finding("confirmed", FindingKind::AtRisk, t0())],
+            ),
+            InstanceWrite {
+                id: Some(written[0] + 1000),
+                ..new_write(
+                    instance("o2c", Some("#3"), &[("shop_order", "#3")], t0()),
+                    None,
+                    Vec::new(),
+                )
+            },
+        ],
+        t0() + Duration::minutes(1),
+    );
+    c.checkpoint = Some(serde_json::json!({"n": 2}));
+    assert!(matches!(
+        store.monitor_commit(c).await,
+        Err(Error::NotFound(_))
+    ));
+    assert_eq!(
+        ids(&store.list_instances(&instances(10)).await.unwrap()),
+        written
+    );
+    assert_eq!(store.list_findings(&all_findings()).await.unwrap().len(), 1);
+    assert!(
+        store
+            .monitor_find(vec![
+                alias("o2c", "shop_order", "#2"),
+                alias("o2c", "shop_order", "#3")
+            ])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.monitor_next_due().await.unwrap(), None);
+    assert_eq!(
+        store.lease_state("monitor").await.unwrap(),
+        Some(serde_json::json!({"n": 1}))
+    );
+}
+
+pub async fn monitor_merge_moves_findings_and_aliases(store: SharedStore) {
+    let lease = store
+        .acquire_lease("monitor", "node-a", t0(), Duration::seconds(60))
+        .await
+        .unwrap()
+        .unwrap();
+    let now = t0() + Duration::minutes(30);
+    // the shop's order, and two provisional instances the WMS and the carrier started
+    let shop = instance("o2c", Some("#1"), &[("shop_order", "#1")], t0());
+    let wms = instance(
+        "o2c",
+        None,
+        &[("sale_order", "S1"), ("sale_order", "S1-old")],
+        t0() + Duration::minutes(20),
+    );
+    let carrier = instance(
+        "o2c",
+        None,
+        &[("tracking", "T1")],
+        t0() + Duration::minutes(25),
+    );
+    let shop_breach = finding(
+        "confirmed",
+        FindingKind::Breach,
+        t0() + Duration::minutes(10),
+    );
+    let wms_breach = finding(
+        "confirmed",
+        FindingKind::Breach,
+        t0() + Duration::minutes(21),
+    );
+    let wms_missing = finding(
+        "confirmed",
+        FindingKind::Missing,
+        t0() + Duration::minutes(21),
+    );
+    let carrier_missing = finding(
+        "confirmed",
+        FindingKind::Missing,
+        t0() + Duration::minutes(26),
+    );
+    let carrier_stalled = finding(
+        "shipped",
+        FindingKind::Stalled,
+        t0() + Duration::minutes(27),
+    );
+    let (written, inserted) = store
+        .monitor_commit(commit(
+            &lease,
+            vec![
+                new_write(shop.clone(), None, vec![shop_breach.clone()]),
+                new_write(
+                    wms.clone(),
+                    Some(t0() + Duration::minutes(40)),
+                    vec![wms_breach, wms_missing.clone()],
+                ),
+                new_write(
+                    carrier.clone(),
+                    Some(t0() + Duration::minutes(50)),
+                    vec![carrier_missing, carrier_stalled.clone()],
+                ),
+            ],
+            now,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(inserted, 5);
+    let (survivor, other, third) = (written[0], written[1], written[2]);
+    let before = store.list_findings(&all_findings()).await.unwrap();
+    assert_eq!(before.len(), 5);
+    assert_eq!(
+        before[1].instance_key, "sale_order S1",
+        "a provisional label"
+    );
+
+    // an event links S1 and T1 to #1: the shop's instance absorbs the other two
+    let mut merged = shop.clone();
+    merged.aliases.push(BusinessKey::new("sale_order", "S1"));
+    merged.aliases.push(BusinessKey::new("tracking", "T1"));
+    merged.aliases.sort();
+    merged.hits.extend(wms.hits.clone());
+    let later = now + Duration::minutes(1);
+    let merge = InstanceWrite {
+        id: Some(survivor),
+        absorbed: vec![other, third],
+        ..new_write(
+            merged.clone(),
+            Some(t0() + Duration::minutes(40)),
+            Vec::new(),
+        )
+    };
+    assert_eq!(
+        store
+            .monitor_commit(commit(&lease, vec![merge], later))
+            .await
+            .unwrap(),
+        (vec![survivor], 0)
+    );
+    assert!(store.get_instance(other).await.unwrap().is_none());
+    assert!(store.get_instance(third).await.unwrap().is_none());
+    assert_eq!(
+        store
+            .get_instance(survivor)
+            .await
+            .unwrap()
+            .unwrap()
+            .instance,
+        merged
+    );
+    for key in [
+        ("shop_order", "#1"),
+        ("sale_order", "S1"),
+        ("tracking", "T1"),
+    ] {
+        assert_eq!(
+            ids(&store
+                .monitor_find(vec![alias("o2c", key.0, key.1)])
+                .await
+                .unwrap()),
+            vec![survivor],
+            "{key:?} names the survivor"
+        );
+    }
+    assert!(
+        store
+            .monitor_find(vec![alias("o2c", "sale_order", "S1-old")])
+            .await
+            .unwrap()
+            .is_empty(),
+        "the absorbed instance's other aliases are gone"
+    );
+    assert_eq!(
+        ids(&store.instances_by_key("S1", None, 10).await.unwrap()),
+        vec![survivor]
+    );
+    assert_eq!(
+        ids(&store
+            .monitor_due(t0() + Duration::hours(1), 10)
+            .await
+            .unwrap()),
+        vec![survivor]
+    );
+
+    // The survivor keeps its breach; the WMS breach of the same step goes, and so does the
+    // carrier's missing finding once the WMS one has moved over. The others move, with
+    // their ids, so followers do not see them twice.
+    let after = store.list_findings(&all_findings()).await.unwrap();
+    assert_eq!(after.len(), 3);
+    assert_eq!(after[0], before[0]);
+    assert_eq!(after[0].finding, shop_breach);
+    assert_eq!(
+        (after[1].id, after[1].instance_id, &after[1].finding),
+        (before[2].id, survivor, &wms_missing)
+    );
+    assert_eq!(
+        (after[2].id, after[2].instance_id, &after[2].finding),
+        (before[4].id, survivor, &carrier_stalled)
+    );
+    for gone in [other, third] {
+        assert!(
+            store
+                .list_findings(&FindingFilter {
+                    instance_id: Some(gone),
+                    ..all_findings()
+                })
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+    assert_eq!(
+        store
+            .list_findings(&FindingFilter {
+                instance_id: Some(survivor),
+                ..all_findings()
+            })
+            .await
+            .unwrap(),
+        after
+    );
+    assert_eq!(
+        store.instance_counts().await.unwrap(),
+        vec![InstanceCount {
+            workflow: "o2c".into(),
+            state: InstanceState::OnTrack,
+            count: 1
+        }]
+    );
+}
+
+pub async fn monitor_archive_removes_closed_instances_only(store: SharedStore) {
+    let lease = store
+        .acquire_lease("monitor", "node-a", t0(), Duration::seconds(60))
+        .await
+        .unwrap()
+        .unwrap();
+    let closed = |n: &str, state: InstanceState, minutes: i64| {
+        let mut i = instance("o2c", Some(n), &[("shop_order", n)], t0());
+        i.state = state;
+        i.closed_at = Some(t0() + Duration::minutes(minutes));
+        i
+    };
+    let (written, _) = store
+        .monitor_commit(commit(
+            &lease,
+            vec![
+                new_write(
+                    closed("#1", InstanceState::CompletedLate, 60),
+                    None,
+                    vec![finding("confirmed", FindingKind::Breach, t0())],
+                ),
+                new_write(closed("#2", InstanceState::Completed, 90), None, Vec::new()),
+                new_write(
+                    closed("#3", InstanceState::Cancelled, 180),
+                    None,
+                    Vec::new(),
+                ),
+                new_write(
+                    instance("o2c", Some("#4"), &[("shop_order", "#4")], t0()),
+                    Some(t0() + Duration::hours(5)),
+                    Vec::new(),
+                ),
+            ],
+            t0(),
+        ))
+        .await
+        .unwrap();
+    let cutoff = t0() + Duration::minutes(120);
+    // oldest closed first, up to the limit
+    assert_eq!(store.archive_instances(cutoff, 1).await.unwrap(), 1);
+    assert!(store.get_instance(written[0]).await.unwrap().is_none());
+    assert!(store.get_instance(written[1]).await.unwrap().is_some());
+    assert_eq!(store.archive_instances(cutoff, 10).await.unwrap(), 1);
+    assert_eq!(store.archive_instances(cutoff, 10).await.unwrap(), 0);
+    assert_eq!(
+        ids(&store.list_instances(&instances(10)).await.unwrap()),
+        vec![written[3], written[2]],
+        "open instances and those closed later stay"
+    );
+    assert!(
+        store
+            .monitor_find(vec![
+                alias("o2c", "shop_order", "#1"),
+                alias("o2c", "shop_order", "#2")
+            ])
+            .await
+            .unwrap()
+            .is_empty(),
+        "their aliases went with them"
+    );
+    assert!(
+        store
+            .instances_by_key("#1", None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let kept = store.list_findings(&all_findings()).await.unwrap();
+    assert_eq!(kept.len(), 1, "findings stay as history");
+    assert_eq!(kept[0].instance_id, written[0]);
+    assert_eq!(
+        store
+            .archive_instances(t0() + Duration::days(1), 10)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        ids(&store.list_instances(&instances(10)).await.unwrap()),
+        vec![written[3]]
+    );
 }

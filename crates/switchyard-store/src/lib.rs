@@ -37,8 +37,10 @@ pub mod conformance;
 pub mod delivery;
 pub mod monitor;
 pub mod postgres;
+mod postgres_monitor;
 mod postgres_queue;
 pub mod sqlite;
+mod sqlite_monitor;
 mod sqlite_queue;
 mod util;
 
@@ -388,8 +390,6 @@ pub struct NewJob {
 }
 
 /// The storage seam. No backend-specific notion leaks through it.
-// TEMPORARY: the monitor methods have placeholder bodies until both backends implement them.
-#[allow(unused_variables)]
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     fn backend(&self) -> Backend;
@@ -653,53 +653,25 @@ pub trait Store: Send + Sync + 'static {
     // ---- workflow monitor (see `monitor.rs`) ----
 
     /// The instances owning any of these (workflow, key) aliases, each once, by id.
-    async fn monitor_find(&self, aliases: Vec<WorkflowAlias>) -> Result<Vec<InstanceRecord>> {
-        Err(Error::Unavailable(
-            "workflow monitor storage: not yet implemented".into(),
-        ))
-    }
+    async fn monitor_find(&self, aliases: Vec<WorkflowAlias>) -> Result<Vec<InstanceRecord>>;
 
     /// Instances whose `due_at` is at or before `until`, earliest first, up to `limit`.
-    async fn monitor_due(&self, until: DateTime<Utc>, limit: usize) -> Result<Vec<InstanceRecord>> {
-        Err(Error::Unavailable(
-            "workflow monitor storage: not yet implemented".into(),
-        ))
-    }
+    async fn monitor_due(&self, until: DateTime<Utc>, limit: usize) -> Result<Vec<InstanceRecord>>;
 
     /// The earliest `due_at` of any instance.
-    async fn monitor_next_due(&self) -> Result<Option<DateTime<Utc>>> {
-        Err(Error::Unavailable(
-            "workflow monitor storage: not yet implemented".into(),
-        ))
-    }
+    async fn monitor_next_due(&self) -> Result<Option<DateTime<Utc>>>;
 
     /// Writes one monitor step in one transaction, fenced by `commit.lease` (see
     /// [`MonitorCommit`]). Returns the id of each write, in order (new ones assigned here),
     /// and how many findings were inserted.
-    async fn monitor_commit(&self, commit: MonitorCommit) -> Result<(Vec<i64>, u64)> {
-        Err(Error::Unavailable(
-            "workflow monitor storage: not yet implemented".into(),
-        ))
-    }
+    async fn monitor_commit(&self, commit: MonitorCommit) -> Result<(Vec<i64>, u64)>;
 
     /// Every stored workflow definition version, oldest first.
-    async fn workflow_versions(&self) -> Result<Vec<WorkflowVersion>> {
-        Err(Error::Unavailable(
-            "workflow monitor storage: not yet implemented".into(),
-        ))
-    }
+    async fn workflow_versions(&self) -> Result<Vec<WorkflowVersion>>;
 
-    async fn get_instance(&self, id: i64) -> Result<Option<InstanceRecord>> {
-        Err(Error::Unavailable(
-            "workflow monitor storage: not yet implemented".into(),
-        ))
-    }
+    async fn get_instance(&self, id: i64) -> Result<Option<InstanceRecord>>;
 
-    async fn list_instances(&self, filter: &InstanceFilter) -> Result<Vec<InstanceRecord>> {
-        Err(Error::Unavailable(
-            "workflow monitor storage: not yet implemented".into(),
-        ))
-    }
+    async fn list_instances(&self, filter: &InstanceFilter) -> Result<Vec<InstanceRecord>>;
 
     /// Instances with an alias of this value (any key name), of one workflow or all,
     /// newest first, up to `limit`.
@@ -708,32 +680,16 @@ pub trait Store: Send + Sync + 'static {
         value: &str,
         workflow: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<InstanceRecord>> {
-        Err(Error::Unavailable(
-            "workflow monitor storage: not yet implemented".into(),
-        ))
-    }
+    ) -> Result<Vec<InstanceRecord>>;
 
-    async fn list_findings(&self, filter: &FindingFilter) -> Result<Vec<FindingRecord>> {
-        Err(Error::Unavailable(
-            "workflow monitor storage: not yet implemented".into(),
-        ))
-    }
+    async fn list_findings(&self, filter: &FindingFilter) -> Result<Vec<FindingRecord>>;
 
     /// Instances per workflow and state.
-    async fn instance_counts(&self) -> Result<Vec<InstanceCount>> {
-        Err(Error::Unavailable(
-            "workflow monitor storage: not yet implemented".into(),
-        ))
-    }
+    async fn instance_counts(&self) -> Result<Vec<InstanceCount>>;
 
     /// Deletes up to `limit` closed instances closed before `closed_before` (with their
     /// aliases; their findings stay as history). Returns how many.
-    async fn archive_instances(&self, closed_before: DateTime<Utc>, limit: usize) -> Result<u64> {
-        Err(Error::Unavailable(
-            "workflow monitor storage: not yet implemented".into(),
-        ))
-    }
+    async fn archive_instances(&self, closed_before: DateTime<Utc>, limit: usize) -> Result<u64>;
 }
 
 pub type SharedStore = Arc<dyn Store>;

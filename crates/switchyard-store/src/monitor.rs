@@ -6,10 +6,10 @@
 //! in one transaction fenced by its singleton lease. Timers are the `due_at` column, the
 //! earliest instant the instance's state machine will change by time alone.
 
-use crate::Lease;
+use crate::{Error, Lease, Result};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use switchyard_core::instance::{Finding, FindingKind, Instance, InstanceState};
+use switchyard_core::instance::{Evidence, Finding, FindingKind, Instance, InstanceState};
 use switchyard_core::sources::BusinessKey;
 
 /// An instance as stored.
@@ -117,3 +117,33 @@ pub struct InstanceCount {
 
 /// A key an event carried, within one workflow.
 pub type WorkflowAlias = (String, BusinessKey);
+
+// ---- the columns both backends store, encoded and decoded the same way ----
+
+/// An instance's `body` column: the whole instance as JSON.
+pub(crate) fn encode_instance(instance: &Instance) -> Result<String> {
+    serde_json::to_string(instance)
+        .map_err(|e| Error::Corrupt(format!("cannot encode workflow instance: {e}")))
+}
+
+pub(crate) fn decode_instance(body: &str) -> Result<Instance> {
+    serde_json::from_str(body).map_err(|e| Error::Corrupt(format!("stored workflow instance: {e}")))
+}
+
+/// A finding's `evidence` column: a JSON array of events.
+pub(crate) fn encode_evidence(evidence: &[Evidence]) -> Result<String> {
+    serde_json::to_string(evidence)
+        .map_err(|e| Error::Corrupt(format!("cannot encode finding evidence: {e}")))
+}
+
+pub(crate) fn decode_evidence(text: &str) -> Result<Vec<Evidence>> {
+    serde_json::from_str(text).map_err(|e| Error::Corrupt(format!("stored finding evidence: {e}")))
+}
+
+pub(crate) fn parse_state(s: &str) -> Result<InstanceState> {
+    InstanceState::parse(s).ok_or_else(|| Error::Corrupt(format!("unknown instance state {s}")))
+}
+
+pub(crate) fn parse_kind(s: &str) -> Result<FindingKind> {
+    FindingKind::parse(s).ok_or_else(|| Error::Corrupt(format!("unknown finding kind {s}")))
+}

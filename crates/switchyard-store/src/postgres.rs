@@ -11,6 +11,7 @@
 //! still running (`pg_snapshot_xmin`). Ordered by `(tx, seq)`, nothing can ever commit
 //! behind a position a reader has passed.
 
+use crate::postgres_monitor as wf;
 use crate::postgres_queue as queue;
 use crate::util::*;
 use crate::*;
@@ -177,6 +178,57 @@ CREATE TABLE destination_pauses (
         6,
         r#"
 ALTER TABLE deliveries ADD COLUMN cursor TEXT;
+"#,
+    ),
+    (
+        7,
+        r#"
+CREATE TABLE wf_instances (
+    id BIGSERIAL PRIMARY KEY,
+    workflow TEXT NOT NULL,
+    version TEXT NOT NULL,
+    key TEXT,
+    state TEXT NOT NULL,
+    started_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    closed_at BIGINT,
+    due_at BIGINT,
+    body TEXT NOT NULL
+);
+CREATE INDEX wf_instances_due ON wf_instances (due_at) WHERE due_at IS NOT NULL;
+CREATE INDEX wf_instances_state ON wf_instances (workflow, state);
+CREATE INDEX wf_instances_closed ON wf_instances (closed_at);
+CREATE TABLE wf_aliases (
+    workflow TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    instance_id BIGINT NOT NULL,
+    PRIMARY KEY (workflow, name, value)
+);
+CREATE INDEX wf_aliases_instance ON wf_aliases (instance_id);
+CREATE INDEX wf_aliases_value ON wf_aliases (value);
+CREATE TABLE wf_findings (
+    id BIGSERIAL PRIMARY KEY,
+    instance_id BIGINT NOT NULL,
+    workflow TEXT NOT NULL,
+    instance_key TEXT NOT NULL,
+    step TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    at BIGINT NOT NULL,
+    detected_at BIGINT NOT NULL,
+    message TEXT NOT NULL,
+    evidence TEXT NOT NULL,
+    UNIQUE (instance_id, step, kind)
+);
+CREATE INDEX wf_findings_workflow ON wf_findings (workflow, id);
+CREATE INDEX wf_findings_at ON wf_findings (at);
+CREATE TABLE wf_versions (
+    workflow TEXT NOT NULL,
+    version TEXT NOT NULL,
+    definition TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (workflow, version)
+);
 "#,
     ),
 ];
@@ -1458,6 +1510,74 @@ impl Store for PgStore {
         let resumed = queue::resume(&tx, destination, actor, reason, at).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(resumed)
+    }
+
+    // ---- workflow monitor (statements in postgres_monitor.rs) ----
+
+    async fn monitor_find(&self, aliases: Vec<WorkflowAlias>) -> Result<Vec<InstanceRecord>> {
+        if aliases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let c = self.client().await?;
+        wf::find(&c, &aliases).await
+    }
+
+    async fn monitor_due(&self, until: DateTime<Utc>, limit: usize) -> Result<Vec<InstanceRecord>> {
+        let c = self.client().await?;
+        wf::due(&c, until, limit.clamp(1, 10_000) as i64).await
+    }
+
+    async fn monitor_next_due(&self) -> Result<Option<DateTime<Utc>>> {
+        let c = self.client().await?;
+        wf::next_due(&c).await
+    }
+
+    async fn monitor_commit(&self, commit: MonitorCommit) -> Result<(Vec<i64>, u64)> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(map_err)?;
+        let out = wf::commit(&tx, &commit).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(out)
+    }
+
+    async fn workflow_versions(&self) -> Result<Vec<WorkflowVersion>> {
+        let c = self.client().await?;
+        wf::versions(&c).await
+    }
+
+    async fn get_instance(&self, id: i64) -> Result<Option<InstanceRecord>> {
+        let c = self.client().await?;
+        wf::get(&c, id).await
+    }
+
+    async fn list_instances(&self, filter: &InstanceFilter) -> Result<Vec<InstanceRecord>> {
+        let c = self.client().await?;
+        wf::list(&c, filter, filter.limit.clamp(1, 10_000) as i64).await
+    }
+
+    async fn instances_by_key(
+        &self,
+        value: &str,
+        workflow: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<InstanceRecord>> {
+        let c = self.client().await?;
+        wf::by_key(&c, value, workflow, limit.clamp(1, 10_000) as i64).await
+    }
+
+    async fn list_findings(&self, filter: &FindingFilter) -> Result<Vec<FindingRecord>> {
+        let c = self.client().await?;
+        wf::findings(&c, filter, filter.limit.clamp(1, 10_000) as i64).await
+    }
+
+    async fn instance_counts(&self) -> Result<Vec<InstanceCount>> {
+        let c = self.client().await?;
+        wf::counts(&c).await
+    }
+
+    async fn archive_instances(&self, closed_before: DateTime<Utc>, limit: usize) -> Result<u64> {
+        let c = self.client().await?;
+        wf::archive(&c, closed_before, limit.clamp(1, 100_000) as i64).await
     }
 }
 

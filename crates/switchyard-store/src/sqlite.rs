@@ -9,6 +9,7 @@
 //!
 //! Nothing but the writer thread may write to the file while the server runs.
 
+use crate::sqlite_monitor as wf;
 use crate::sqlite_queue as queue;
 use crate::util::*;
 use crate::*;
@@ -181,6 +182,57 @@ CREATE TABLE destination_pauses (
         6,
         r#"
 ALTER TABLE deliveries ADD COLUMN cursor TEXT;
+"#,
+    ),
+    (
+        7,
+        r#"
+CREATE TABLE wf_instances (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    workflow TEXT NOT NULL,
+    version TEXT NOT NULL,
+    key TEXT,
+    state TEXT NOT NULL,
+    started_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    closed_at BIGINT,
+    due_at BIGINT,
+    body TEXT NOT NULL
+);
+CREATE INDEX wf_instances_due ON wf_instances (due_at) WHERE due_at IS NOT NULL;
+CREATE INDEX wf_instances_state ON wf_instances (workflow, state);
+CREATE INDEX wf_instances_closed ON wf_instances (closed_at);
+CREATE TABLE wf_aliases (
+    workflow TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    instance_id BIGINT NOT NULL,
+    PRIMARY KEY (workflow, name, value)
+);
+CREATE INDEX wf_aliases_instance ON wf_aliases (instance_id);
+CREATE INDEX wf_aliases_value ON wf_aliases (value);
+CREATE TABLE wf_findings (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    instance_id BIGINT NOT NULL,
+    workflow TEXT NOT NULL,
+    instance_key TEXT NOT NULL,
+    step TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    at BIGINT NOT NULL,
+    detected_at BIGINT NOT NULL,
+    message TEXT NOT NULL,
+    evidence TEXT NOT NULL,
+    UNIQUE (instance_id, step, kind)
+);
+CREATE INDEX wf_findings_workflow ON wf_findings (workflow, id);
+CREATE INDEX wf_findings_at ON wf_findings (at);
+CREATE TABLE wf_versions (
+    workflow TEXT NOT NULL,
+    version TEXT NOT NULL,
+    definition TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (workflow, version)
+);
 "#,
     ),
 ];
@@ -1603,6 +1655,70 @@ impl Store for SqliteStore {
             reason.to_string(),
         );
         self.write(move |c| queue::resume(c, &destination, &actor, &reason, at, audit_insert))
+            .await
+    }
+
+    // ---- workflow monitor (statements in sqlite_monitor.rs) ----
+
+    async fn monitor_find(&self, aliases: Vec<WorkflowAlias>) -> Result<Vec<InstanceRecord>> {
+        if aliases.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.read(move |c| wf::find(c, &aliases)).await
+    }
+
+    async fn monitor_due(&self, until: DateTime<Utc>, limit: usize) -> Result<Vec<InstanceRecord>> {
+        let limit = limit.clamp(1, 10_000) as i64;
+        self.read(move |c| wf::due(c, until, limit)).await
+    }
+
+    async fn monitor_next_due(&self) -> Result<Option<DateTime<Utc>>> {
+        self.read(wf::next_due).await
+    }
+
+    async fn monitor_commit(&self, commit: MonitorCommit) -> Result<(Vec<i64>, u64)> {
+        self.write(move |c| wf::commit(c, &commit)).await
+    }
+
+    async fn workflow_versions(&self) -> Result<Vec<WorkflowVersion>> {
+        self.read(wf::versions).await
+    }
+
+    async fn get_instance(&self, id: i64) -> Result<Option<InstanceRecord>> {
+        self.read(move |c| wf::get(c, id)).await
+    }
+
+    async fn list_instances(&self, filter: &InstanceFilter) -> Result<Vec<InstanceRecord>> {
+        let filter = filter.clone();
+        let limit = filter.limit.clamp(1, 10_000) as i64;
+        self.read(move |c| wf::list(c, &filter, limit)).await
+    }
+
+    async fn instances_by_key(
+        &self,
+        value: &str,
+        workflow: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<InstanceRecord>> {
+        let (value, workflow) = (value.to_string(), workflow.map(str::to_string));
+        let limit = limit.clamp(1, 10_000) as i64;
+        self.read(move |c| wf::by_key(c, &value, workflow.as_deref(), limit))
+            .await
+    }
+
+    async fn list_findings(&self, filter: &FindingFilter) -> Result<Vec<FindingRecord>> {
+        let filter = filter.clone();
+        let limit = filter.limit.clamp(1, 10_000) as i64;
+        self.read(move |c| wf::findings(c, &filter, limit)).await
+    }
+
+    async fn instance_counts(&self) -> Result<Vec<InstanceCount>> {
+        self.read(wf::counts).await
+    }
+
+    async fn archive_instances(&self, closed_before: DateTime<Utc>, limit: usize) -> Result<u64> {
+        let limit = limit.clamp(1, 100_000) as i64;
+        self.write(move |c| wf::archive(c, closed_before, limit))
             .await
     }
 }

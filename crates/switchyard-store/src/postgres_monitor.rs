@@ -1,0 +1,483 @@
+//! The workflow monitor on PostgreSQL: the same statements as `sqlite_monitor`.
+//!
+//! The fenced commit runs in the caller's transaction and starts with the lease row's
+//! update, which holds that row locked until the commit ends: a node taking the lease over
+//! waits for a commit in flight, and a commit after the takeover finds the epoch changed
+//! and writes nothing.
+
+use crate::monitor::*;
+use crate::postgres::map_err;
+use crate::util::{decode_json, from_micros, micros, opt_from_micros};
+use crate::{Error, Result};
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+use std::collections::BTreeSet;
+use tokio_postgres::Row;
+
+const COLS: &str = "id, body, due_at, updated_at";
+const FINDING_COLS: &str =
+    "id, instance_id, workflow, instance_key, step, kind, at, detected_at, message, evidence";
+
+fn instance_record(r: &Row) -> Result<InstanceRecord> {
+    Ok(InstanceRecord {
+        id: r.get(0),
+        instance: decode_instance(r.get(1))?,
+        due_at: opt_from_micros(r.get(2))?,
+        updated_at: from_micros(r.get(3))?,
+    })
+}
+
+fn instance_records(rows: &[Row]) -> Result<Vec<InstanceRecord>> {
+    rows.iter().map(instance_record).collect()
+}
+
+fn finding_record(r: &Row) -> Result<FindingRecord> {
+    Ok(FindingRecord {
+        id: r.get(0),
+        instance_id: r.get(1),
+        workflow: r.get(2),
+        instance_key: r.get(3),
+        finding: switchyard_core::instance::Finding {
+            step: r.get(4),
+            kind: parse_kind(r.get(5))?,
+            at: from_micros(r.get(6))?,
+            message: r.get(8),
+            evidence: decode_evidence(r.get(9))?,
+        },
+        detected_at: from_micros(r.get(7))?,
+    })
+}
+
+pub(crate) async fn find(
+    c: &impl GenericClient,
+    aliases: &[WorkflowAlias],
+) -> Result<Vec<InstanceRecord>> {
+    let workflows: Vec<&str> = aliases.iter().map(|(w, _)| w.as_str()).collect();
+    let names: Vec<&str> = aliases.iter().map(|(_, k)| k.name.as_str()).collect();
+    let values: Vec<&str> = aliases.iter().map(|(_, k)| k.value.as_str()).collect();
+    let stmt = c
+        .prepare_cached(&format!(
+            "SELECT {COLS} FROM wf_instances WHERE id IN (
+                SELECT a.instance_id FROM unnest($1::text[], $2::text[], $3::text[]) AS k (workflow, name, value)
+                JOIN wf_aliases a ON a.workflow = k.workflow AND a.name = k.name AND a.value = k.value)
+             ORDER BY id"
+        ))
+        .await
+        .map_err(map_err)?;
+    let rows = c
+        .query(&stmt, &[&workflows, &names, &values])
+        .await
+        .map_err(map_err)?;
+    instance_records(&rows)
+}
+
+pub(crate) async fn due(
+    c: &impl GenericClient,
+    until: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<InstanceRecord>> {
+    let rows = c
+        .query(
+            &format!(
+                "SELECT {COLS} FROM wf_instances WHERE due_at <= $1 ORDER BY due_at, id LIMIT $2"
+            ),
+            &[&micros(until), &limit],
+        )
+        .await
+        .map_err(map_err)?;
+    instance_records(&rows)
+}
+
+pub(crate) async fn next_due(c: &impl GenericClient) -> Result<Option<DateTime<Utc>>> {
+    let due: Option<i64> = c
+        .query_one("SELECT MIN(due_at) FROM wf_instances", &[])
+        .await
+        .map_err(map_err)?
+        .get(0);
+    opt_from_micros(due)
+}
+
+/// The whole monitor step; the fence comes first, so a stale owner writes nothing.
+pub(crate) async fn commit(c: &impl GenericClient, m: &MonitorCommit) -> Result<(Vec<i64>, u64)> {
+    let l = &m.lease;
+    let checkpoint = m.checkpoint.as_ref().map(|v| v.to_string());
+    let n = c
+        .execute(
+            "UPDATE leases SET state = COALESCE($4::text, state) WHERE name = $1 AND owner = $2 AND epoch = $3",
+            &[&l.name, &l.owner, &l.epoch, &checkpoint],
+        )
+        .await
+        .map_err(map_err)?;
+    if n == 0 {
+        return Err(Error::Fenced {
+            name: l.name.clone(),
+            epoch: l.epoch,
+        });
+    }
+    if !m.versions.is_empty() {
+        let stmt = c
+            .prepare_cached(
+                "INSERT INTO wf_versions (workflow, version, definition, created_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (workflow, version) DO NOTHING",
+            )
+            .await
+            .map_err(map_err)?;
+        for v in &m.versions {
+            c.execute(
+                &stmt,
+                &[
+                    &v.workflow,
+                    &v.version,
+                    &v.definition.to_string(),
+                    &micros(v.created_at),
+                ],
+            )
+            .await
+            .map_err(map_err)?;
+        }
+    }
+    let now = micros(m.now);
+    let mut ids = Vec::with_capacity(m.writes.len());
+    let mut inserted = 0;
+    for w in &m.writes {
+        let id = write_instance(c, w, now).await?;
+        absorb(c, id, &w.absorbed).await?;
+        inserted += insert_findings(c, id, w, now).await?;
+        ids.push(id);
+    }
+    Ok((ids, inserted))
+}
+
+/// Inserts or updates the instance's row and points its aliases at it; returns its id.
+async fn write_instance(c: &impl GenericClient, w: &InstanceWrite, now: i64) -> Result<i64> {
+    let i = &w.instance;
+    let body = encode_instance(i)?;
+    let (started, closed, due) = (
+        micros(i.started_at),
+        i.closed_at.map(micros),
+        w.due_at.map(micros),
+    );
+    let state = i.state.as_str();
+    let id = match w.id {
+        None => {
+            let stmt = c
+                .prepare_cached(
+                    "INSERT INTO wf_instances (workflow, version, key, state, started_at, updated_at, closed_at, due_at, body)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+                )
+                .await
+                .map_err(map_err)?;
+            c.query_one(
+                &stmt,
+                &[
+                    &i.workflow,
+                    &i.version,
+                    &i.key,
+                    &state,
+                    &started,
+                    &now,
+                    &closed,
+                    &due,
+                    &body,
+                ],
+            )
+            .await
+            .map_err(map_err)?
+            .get(0)
+        }
+        Some(id) => {
+            let stmt = c
+                .prepare_cached(
+                    "UPDATE wf_instances SET workflow = $1, version = $2, key = $3, state = $4, started_at = $5,
+                        updated_at = $6, closed_at = $7, due_at = $8, body = $9
+                     WHERE id = $10",
+                )
+                .await
+                .map_err(map_err)?;
+            let n = c
+                .execute(
+                    &stmt,
+                    &[
+                        &i.workflow,
+                        &i.version,
+                        &i.key,
+                        &state,
+                        &started,
+                        &now,
+                        &closed,
+                        &due,
+                        &body,
+                        &id,
+                    ],
+                )
+                .await
+                .map_err(map_err)?;
+            if n == 0 {
+                return Err(Error::NotFound(format!("workflow instance {id}")));
+            }
+            id
+        }
+    };
+    // Each alias once: one statement may not update the same row twice.
+    let aliases: BTreeSet<(&str, &str)> = i
+        .aliases
+        .iter()
+        .map(|a| (a.name.as_str(), a.value.as_str()))
+        .collect();
+    if !aliases.is_empty() {
+        let (names, values): (Vec<&str>, Vec<&str>) = aliases.into_iter().unzip();
+        let stmt = c
+            .prepare_cached(
+                "INSERT INTO wf_aliases (workflow, name, value, instance_id)
+                 SELECT $1, k.name, k.value, $4 FROM unnest($2::text[], $3::text[]) AS k (name, value)
+                 ON CONFLICT (workflow, name, value) DO UPDATE SET instance_id = excluded.instance_id",
+            )
+            .await
+            .map_err(map_err)?;
+        c.execute(&stmt, &[&i.workflow, &names, &values, &id])
+            .await
+            .map_err(map_err)?;
+    }
+    Ok(id)
+}
+
+/// Moves the findings of instances merged into `id` (but those of a (step, kind) it
+/// already has, which go) with their ids, so followers do not see them twice; then drops
+/// their remaining aliases and their rows.
+async fn absorb(c: &impl GenericClient, id: i64, absorbed: &[i64]) -> Result<()> {
+    // One at a time: two of them may have findings of the same (step, kind).
+    for &other in absorbed.iter().filter(|&&o| o != id) {
+        let stmt = c
+            .prepare_cached(
+                "UPDATE wf_findings SET instance_id = $1
+                 WHERE instance_id = $2
+                   AND NOT EXISTS (SELECT 1 FROM wf_findings f
+                                   WHERE f.instance_id = $1 AND f.step = wf_findings.step AND f.kind = wf_findings.kind)",
+            )
+            .await
+            .map_err(map_err)?;
+        c.execute(&stmt, &[&id, &other]).await.map_err(map_err)?;
+        for sql in [
+            "DELETE FROM wf_findings WHERE instance_id = $1",
+            "DELETE FROM wf_aliases WHERE instance_id = $1",
+            "DELETE FROM wf_instances WHERE id = $1",
+        ] {
+            let stmt = c.prepare_cached(sql).await.map_err(map_err)?;
+            c.execute(&stmt, &[&other]).await.map_err(map_err)?;
+        }
+    }
+    Ok(())
+}
+
+/// Inserts the write's findings unless the instance has one of the same (step, kind);
+/// returns how many were new.
+async fn insert_findings(
+    c: &impl GenericClient,
+    id: i64,
+    w: &InstanceWrite,
+    now: i64,
+) -> Result<u64> {
+    if w.findings.is_empty() {
+        return Ok(0);
+    }
+    let label = w.instance.label();
+    let stmt = c
+        .prepare_cached(
+            "INSERT INTO wf_findings (instance_id, workflow, instance_key, step, kind, at, detected_at, message, evidence)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (instance_id, step, kind) DO NOTHING",
+        )
+        .await
+        .map_err(map_err)?;
+    let mut inserted = 0;
+    for f in &w.findings {
+        inserted += c
+            .execute(
+                &stmt,
+                &[
+                    &id,
+                    &w.instance.workflow,
+                    &label,
+                    &f.step,
+                    &f.kind.as_str(),
+                    &micros(f.at),
+                    &now,
+                    &f.message,
+                    &encode_evidence(&f.evidence)?,
+                ],
+            )
+            .await
+            .map_err(map_err)?;
+    }
+    Ok(inserted)
+}
+
+pub(crate) async fn versions(c: &impl GenericClient) -> Result<Vec<WorkflowVersion>> {
+    c.query(
+        "SELECT workflow, version, definition, created_at FROM wf_versions
+         ORDER BY created_at, workflow, version",
+        &[],
+    )
+    .await
+    .map_err(map_err)?
+    .iter()
+    .map(|r| {
+        Ok(WorkflowVersion {
+            workflow: r.get(0),
+            version: r.get(1),
+            definition: decode_json(r.get(2))?,
+            created_at: from_micros(r.get(3))?,
+        })
+    })
+    .collect()
+}
+
+pub(crate) async fn get(c: &impl GenericClient, id: i64) -> Result<Option<InstanceRecord>> {
+    c.query_opt(
+        &format!("SELECT {COLS} FROM wf_instances WHERE id = $1"),
+        &[&id],
+    )
+    .await
+    .map_err(map_err)?
+    .map(|r| instance_record(&r))
+    .transpose()
+}
+
+pub(crate) async fn list(
+    c: &impl GenericClient,
+    f: &InstanceFilter,
+    limit: i64,
+) -> Result<Vec<InstanceRecord>> {
+    let states: Vec<&str> = f.states.iter().map(|s| s.as_str()).collect();
+    let (dim_name, dim_value) = match &f.dimension {
+        Some((n, v)) => (Some(n.as_str()), Some(v.as_str())),
+        None => (None, None),
+    };
+    let stmt = c
+        .prepare_cached(&format!(
+            "SELECT {COLS} FROM wf_instances
+             WHERE ($1::text IS NULL OR workflow = $1)
+               AND (cardinality($2::text[]) = 0 OR state = ANY($2))
+               AND ($3::text IS NULL OR (body::jsonb -> 'dimensions' ->> $3) = $4::text)
+               AND ($5::bigint IS NULL OR started_at >= $5)
+               AND ($6::bigint IS NULL OR started_at < $6)
+               AND ($7::bigint IS NULL OR id < $7)
+             ORDER BY id DESC LIMIT $8"
+        ))
+        .await
+        .map_err(map_err)?;
+    let rows = c
+        .query(
+            &stmt,
+            &[
+                &f.workflow,
+                &states,
+                &dim_name,
+                &dim_value,
+                &f.since.map(micros),
+                &f.until.map(micros),
+                &f.before_id,
+                &limit,
+            ],
+        )
+        .await
+        .map_err(map_err)?;
+    instance_records(&rows)
+}
+
+pub(crate) async fn by_key(
+    c: &impl GenericClient,
+    value: &str,
+    workflow: Option<&str>,
+    limit: i64,
+) -> Result<Vec<InstanceRecord>> {
+    let rows = c
+        .query(
+            &format!(
+                "SELECT {COLS} FROM wf_instances
+                 WHERE id IN (SELECT instance_id FROM wf_aliases WHERE value = $1 AND ($2::text IS NULL OR workflow = $2))
+                 ORDER BY id DESC LIMIT $3"
+            ),
+            &[&value, &workflow, &limit],
+        )
+        .await
+        .map_err(map_err)?;
+    instance_records(&rows)
+}
+
+pub(crate) async fn findings(
+    c: &impl GenericClient,
+    f: &FindingFilter,
+    limit: i64,
+) -> Result<Vec<FindingRecord>> {
+    let stmt = c
+        .prepare_cached(&format!(
+            "SELECT {FINDING_COLS} FROM wf_findings
+             WHERE id > $1
+               AND ($2::text IS NULL OR workflow = $2)
+               AND ($3::text IS NULL OR kind = $3)
+               AND ($4::bigint IS NULL OR instance_id = $4)
+               AND ($5::bigint IS NULL OR at >= $5)
+             ORDER BY id LIMIT $6"
+        ))
+        .await
+        .map_err(map_err)?;
+    c.query(
+        &stmt,
+        &[
+            &f.after_id,
+            &f.workflow,
+            &f.kind.map(|k| k.as_str()),
+            &f.instance_id,
+            &f.since.map(micros),
+            &limit,
+        ],
+    )
+    .await
+    .map_err(map_err)?
+    .iter()
+    .map(finding_record)
+    .collect()
+}
+
+pub(crate) async fn counts(c: &impl GenericClient) -> Result<Vec<InstanceCount>> {
+    c.query(
+        "SELECT workflow, state, COUNT(*) FROM wf_instances
+         GROUP BY workflow, state ORDER BY workflow, state",
+        &[],
+    )
+    .await
+    .map_err(map_err)?
+    .iter()
+    .map(|r| {
+        Ok(InstanceCount {
+            workflow: r.get(0),
+            state: parse_state(r.get(1))?,
+            count: r.get(2),
+        })
+    })
+    .collect()
+}
+
+/// Deletes up to `limit` instances closed before `closed_before`, oldest closed first,
+/// with their aliases (findings stay); one statement.
+pub(crate) async fn archive(
+    c: &impl GenericClient,
+    closed_before: DateTime<Utc>,
+    limit: i64,
+) -> Result<u64> {
+    let row = c
+        .query_one(
+            "WITH gone AS (
+                DELETE FROM wf_instances WHERE id IN (
+                    SELECT id FROM wf_instances WHERE closed_at < $1 ORDER BY closed_at, id LIMIT $2)
+                RETURNING id),
+             aliases AS (
+                DELETE FROM wf_aliases WHERE instance_id IN (SELECT id FROM gone))
+             SELECT COUNT(*) FROM gone",
+            &[&micros(closed_before), &limit],
+        )
+        .await
+        .map_err(map_err)?;
+    Ok(row.get::<_, i64>(0) as u64)
+}
