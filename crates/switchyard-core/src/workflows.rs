@@ -469,11 +469,23 @@ fn compile_one(
         }
     }
     // The order steps must happen in (`after`, and `from`: an SLA runs from a step that
-    // happened earlier) must not loop.
-    if steps.len() == wc.steps.len()
-        && let Some(cycle) = find_cycle(&steps)
-    {
-        let names: Vec<&str> = cycle.iter().map(|&i| steps[i].name.as_str()).collect();
+    // happened earlier) must not loop. Checked on the names, so a step with another problem
+    // still takes part.
+    let edges: Vec<Vec<usize>> = wc
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            s.after
+                .iter()
+                .chain(std::iter::once(&s.from))
+                .filter_map(|n| step_names.get(n.as_str()).copied())
+                .filter(|&j| j != i)
+                .collect()
+        })
+        .collect();
+    if let Some(cycle) = find_cycle(&edges) {
+        let names: Vec<&str> = cycle.iter().map(|&i| wc.steps[i].name.as_str()).collect();
         problems.push((
             format!("steps[{}].after", cycle[0]),
             format!("the step order loops: {}", names.join(" → ")),
@@ -531,17 +543,18 @@ fn compile_one(
     })
 }
 
-/// A loop in the "must come before" graph (`after` and `from` edges), as step indices.
-fn find_cycle(steps: &[Step]) -> Option<Vec<usize>> {
+/// A loop in the "must come before" graph (each step's `after` and `from` steps), as step
+/// indices.
+fn find_cycle(steps: &[Vec<usize>]) -> Option<Vec<usize>> {
     fn visit(
         i: usize,
-        steps: &[Step],
+        steps: &[Vec<usize>],
         state: &mut [u8],
         path: &mut Vec<usize>,
     ) -> Option<Vec<usize>> {
         state[i] = 1;
         path.push(i);
-        for &j in steps[i].after.iter().chain(steps[i].from.iter()) {
+        for &j in &steps[i] {
             match state[j] {
                 1 => {
                     let start = path.iter().position(|&p| p == j).unwrap_or(0);

@@ -1,0 +1,292 @@
+//! The workflow monitor as an operator meets it: the real binary on both stores, events over
+//! HTTP from three systems, the instance found by any of its keys, a breach in real time,
+//! `/v1/trace` for a key with a `/`, the CLI's `workflows`, `trace` and `findings`, bad
+//! queries answered with problem+json, and broken definitions refused by `check`.
+
+mod support;
+
+use serde_json::{Value, json};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+use support::Instance;
+
+const WORKFLOW: &str = r#"
+[[sources]]
+name = "shop"
+kind = "cloudevents"
+source = "/shop"
+keys = { shop_order = ".data.number" }
+
+[[sources]]
+name = "odoo"
+kind = "cloudevents"
+source = "/odoo"
+keys = { shop_order = ".data.origin", sale_order = ".data.name" }
+
+[[sources]]
+name = "wms"
+kind = "cloudevents"
+source = "/wms"
+keys = { sale_order = ".data.order", picking = ".data.picking" }
+
+[[workflows]]
+name = "order_to_cash"
+title = "Shop order"
+criticality = "P2"
+key = "shop_order"
+dimensions = { warehouse = ".data.warehouse" }
+
+[[workflows.steps]]
+name = "ordered"
+source = "shop"
+type = "order.created"
+
+[[workflows.steps]]
+name = "confirmed"
+source = "odoo"
+type = "sale.order.confirmed"
+after = ["ordered"]
+
+[[workflows.steps]]
+name = "shipped"
+source = "wms"
+type = "shipment.shipped"
+key = "picking"
+after = ["confirmed"]
+
+[[workflows.steps]]
+name = "invoiced"
+source = "odoo"
+type = "invoice.posted"
+key = "sale_order"
+from = "shipped"
+sla_seconds = 2
+warn_seconds = 1
+after = ["shipped"]
+"#;
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn cli(inst: &Instance, token: &str, args: &[&str]) -> Output {
+    Command::new(support::bin())
+        .args(args)
+        .args(["--url", &inst.base(), "--token", token])
+        .env_remove("SWITCHYARD_URL")
+        .env_remove("SWITCHYARD_TOKEN")
+        .output()
+        .unwrap()
+}
+
+fn ok(inst: &Instance, token: &str, args: &[&str]) -> String {
+    let out = cli(inst, token, args);
+    assert!(
+        out.status.success(),
+        "{args:?} failed:\n{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+fn send(inst: &Instance, token: &str, events: Value) {
+    let r = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/events", inst.base()))
+        .bearer_auth(token)
+        .header("content-type", "application/cloudevents-batch+json")
+        .body(events.to_string())
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202, "{}", r.text().unwrap());
+}
+
+fn get(inst: &Instance, token: &str, path: &str) -> (u16, String, Value) {
+    let r = reqwest::blocking::Client::new()
+        .get(format!("{}{path}", inst.base()))
+        .bearer_auth(token)
+        .send()
+        .unwrap();
+    let status = r.status().as_u16();
+    let ct = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (status, ct, r.json().unwrap_or(Value::Null))
+}
+
+/// Polls `path` until `done` holds for its body.
+fn wait_for(inst: &Instance, token: &str, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, _, v) = get(inst, token, path);
+        if status == 200 && done(&v) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path}: gave up waiting, last {v}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn ev(id: &str, source: &str, ty: &str, data: Value) -> Value {
+    json!({"specversion": "1.0", "id": id, "source": source, "type": ty, "data": data})
+}
+
+#[test]
+fn an_order_is_followed_across_systems_and_its_breach_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    for (backend, url) in support::store_urls(dir.path()) {
+        let mut inst = Instance::new(dir.path(), backend, &url, WORKFLOW);
+        let token = inst.create_token("admin", &format!("ops-{backend}"));
+        inst.start();
+        // The shop's order, Odoo's sale order (which links S42 to #42) and the WMS picking
+        // (which knows the picking and the sale order).
+        send(
+            &inst,
+            &token,
+            json!([
+                ev(
+                    "o42",
+                    "/shop",
+                    "order.created",
+                    json!({"number": "#42", "warehouse": "WH2"})
+                ),
+                ev(
+                    "c42",
+                    "/odoo",
+                    "sale.order.confirmed",
+                    json!({"name": "S42", "origin": "#42"})
+                ),
+                ev(
+                    "w42",
+                    "/wms",
+                    "shipment.shipped",
+                    json!({"order": "S42", "picking": "WH2/OUT/00042"})
+                ),
+            ]),
+        );
+        let found = wait_for(&inst, &token, "/v1/instances?key=%2342", |v| {
+            v["instances"][0]["hits"]
+                .as_array()
+                .is_some_and(|h| h.len() == 3)
+        });
+        let i = &found["instances"][0];
+        assert_eq!(i["workflow"], "order_to_cash");
+        assert_eq!(i["key"], "#42");
+        assert_eq!(i["dimensions"]["warehouse"], "WH2");
+        // The invoice is due 2 s after the shipment: at risk, then breached.
+        let v = wait_for(&inst, &token, "/v1/findings?workflow=order_to_cash", |v| {
+            v["findings"].as_array().is_some_and(|f| f.len() == 2)
+        });
+        let f = v["findings"].as_array().unwrap();
+        assert_eq!(f[0]["kind"], "at_risk");
+        assert_eq!(f[1]["kind"], "breach");
+        assert_eq!(f[1]["step"], "invoiced");
+        assert_eq!(f[1]["instance_key"], "#42");
+        assert_eq!(f[1]["evidence"][0]["id"], "w42");
+        let (_, _, v) = get(&inst, &token, "/v1/instances?key=S42");
+        assert_eq!(v["instances"][0]["state"], "breached");
+        assert_eq!(v["instances"][0]["breach"]["step"], "invoiced");
+        let (_, _, v) = get(&inst, &token, "/v1/workflows");
+        assert_eq!(v["workflows"][0]["instances"]["breached"], 1);
+        let (_, _, v) = get(
+            &inst,
+            &token,
+            "/v1/workflows/order_to_cash/instances?state=breached&dimension=warehouse:WH2",
+        );
+        assert_eq!(v["instances"].as_array().unwrap().len(), 1);
+        let (_, _, v) = get(
+            &inst,
+            &token,
+            "/v1/workflows/order_to_cash/instances?dimension=warehouse:WH1",
+        );
+        assert_eq!(v["instances"].as_array().unwrap().len(), 0);
+        // The trace of the picking: the one event that carries it, and the instance.
+        let (status, _, v) = get(&inst, &token, "/v1/trace?key=WH2%2FOUT%2F00042");
+        assert_eq!(status, 200);
+        assert_eq!(v["events"].as_array().unwrap().len(), 1);
+        assert_eq!(v["events"][0]["event"]["id"], "w42");
+        assert_eq!(v["instances"][0]["key"], "#42");
+        // The invoice completes it, late.
+        send(
+            &inst,
+            &token,
+            json!([ev("i42", "/odoo", "invoice.posted", json!({"name": "S42"}))]),
+        );
+        wait_for(&inst, &token, "/v1/instances?key=%2342", |v| {
+            v["instances"][0]["state"] == "completed_late"
+        });
+        // The CLI.
+        let out = ok(&inst, &token, &["workflows"]);
+        assert!(out.contains("order_to_cash"), "{out}");
+        let row = out
+            .lines()
+            .find(|l| l.starts_with("order_to_cash"))
+            .unwrap();
+        assert!(row.contains("P2"), "{row}");
+        let out = ok(&inst, &token, &["trace", "WH2/OUT/00042"]);
+        assert!(out.contains("1 event(s) carry WH2/OUT/00042"), "{out}");
+        assert!(out.contains("completed_late"), "{out}");
+        assert!(out.contains("breach"), "{out}");
+        let out = ok(&inst, &token, &["findings", "--kind", "breach"]);
+        assert_eq!(out.lines().count(), 2, "{out}");
+        assert!(out.contains("\"invoiced\" not reached within 2s"), "{out}");
+        // Bad queries change nothing and say why, as problem+json.
+        for (path, status, field) in [
+            ("/v1/findings?kind=late", 400, "kind"),
+            ("/v1/instances", 400, "key"),
+            (
+                "/v1/workflows/order_to_cash/instances?state=done",
+                400,
+                "state",
+            ),
+            (
+                "/v1/workflows/order_to_cash/instances?dimension=WH1",
+                400,
+                "dimension",
+            ),
+            ("/v1/workflows/nope/instances", 404, ""),
+            ("/v1/trace", 400, "key"),
+        ] {
+            let (s, ct, v) = get(&inst, &token, path);
+            assert_eq!(s, status, "{path}: {v}");
+            assert_eq!(ct, "application/problem+json", "{path}");
+            if !field.is_empty() {
+                assert_eq!(v["errors"][0]["field"], field, "{path}: {v}");
+            }
+        }
+        inst.sigterm();
+    }
+}
+
+#[test]
+fn check_refuses_broken_workflows_with_their_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = WORKFLOW
+        .replace(
+            "source = \"wms\"\ntype = \"shipment.shipped\"",
+            "source = \"wms2\"\ntype = \"shipment.shipped\"",
+        )
+        .replace("after = [\"ordered\"]", "after = [\"invoiced\"]");
+    let inst = Instance::new(dir.path(), "broken", "sqlite::memory:", &broken);
+    let out = inst.cmd().arg("check").output().unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("workflows[0].steps[2].source"), "{err}");
+    assert!(err.contains("no source is named \"wms2\""), "{err}");
+    assert!(err.contains("the step order loops"), "{err}");
+    let written = std::fs::read_to_string(&inst.config).unwrap();
+    let line = written
+        .lines()
+        .position(|l| l == "source = \"wms2\"")
+        .unwrap()
+        + 1;
+    assert!(
+        err.contains(&format!("broken.toml:{line}:")),
+        "the line of the bad source ({line}): {err}"
+    );
+}
