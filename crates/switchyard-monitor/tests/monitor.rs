@@ -116,7 +116,7 @@ async fn postgres() -> Option<World> {
         return None;
     };
     let schema = format!(
-        "sy_mon_{}",
+        "sy_test_mon_{}",
         std::process::id() as u64 * 1000 + rand_suffix()
     );
     let sep = if base.contains('?') { '&' } else { '?' };

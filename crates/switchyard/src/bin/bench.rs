@@ -18,6 +18,11 @@
 //! `bench/odoo.rs`): hub-added latency, and throughput with and without batching.
 //!
 //!     cargo run --release --bin switchyard-bench -- --odoo --dest-concurrency 4
+//!
+//! With `--monitor` it measures the workflow monitor in this process (see
+//! `bench/monitor.rs`): open instances, events applied per second, breach detection delay.
+//!
+//!     cargo run --release --bin switchyard-bench -- --monitor --instances 1000000
 
 use anyhow::{Context, bail};
 use clap::Parser;
@@ -32,6 +37,8 @@ use std::time::{Duration, Instant};
 // In a directory of its own, so Cargo does not take it for another binary.
 #[path = "bench/e2e.rs"]
 mod e2e;
+#[path = "bench/monitor.rs"]
+mod monitor;
 #[path = "bench/odoo.rs"]
 mod odoo;
 
@@ -102,6 +109,19 @@ struct Args {
     /// Odoo: events/s offered in the batched throughput run (above what Odoo can take).
     #[arg(long, default_value_t = 1500)]
     odoo_rate: u64,
+    /// The workflow monitor instead (`bench/monitor.rs`): open instances held, events
+    /// applied per second, breach detection delay.
+    #[arg(long)]
+    monitor: bool,
+    /// Monitor: open instances loaded before the measurements.
+    #[arg(long, default_value_t = 1_000_000)]
+    instances: u64,
+    /// Monitor: events applied in the throughput run.
+    #[arg(long, default_value_t = 200_000)]
+    monitor_events: u64,
+    /// Monitor: instances breaching at the same instant.
+    #[arg(long, default_value_t = 10_000)]
+    breaching: u64,
     /// End to end: write every delivery (event number, sent and received ms after the run's
     /// start, latency ms) to DIR/run-N.csv.
     #[arg(long)]
@@ -502,6 +522,12 @@ async fn main() -> anyhow::Result<()> {
     };
     if args.odoo {
         return odoo::bench(&args).await;
+    }
+    if args.monitor {
+        for b in backends {
+            monitor::bench(&args, b).await?;
+        }
+        return Ok(());
     }
     for b in backends {
         if args.e2e {
