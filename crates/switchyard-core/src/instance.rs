@@ -185,6 +185,16 @@ pub struct Instance {
     pub raised: Vec<(String, FindingKind)>,
 }
 
+/// A timer of an instance: at `at`, a finding of `kind` about step `step` (by index in
+/// the instance's workflow version).
+struct Timer {
+    at: DateTime<Utc>,
+    kind: FindingKind,
+    step: usize,
+    /// `missing`: the step that arrived without it.
+    cause: Option<usize>,
+}
+
 /// What happened to an instance when an event was applied.
 #[derive(Debug, Default)]
 pub struct Applied {
@@ -288,13 +298,13 @@ impl Instance {
             .map(|h| h.step.as_str())
     }
 
-    /// Every timer of the instance that has not fired: (instant, finding it raises).
-    fn timers(&self, wf: &Workflow) -> Vec<Finding> {
+    /// Every timer of the instance that has not fired, cheaply (no text): when, what, and
+    /// the step it is about (for `missing`, the step that arrived without it).
+    fn timers(&self, wf: &Workflow) -> Vec<Timer> {
         let mut out = Vec::new();
         if !self.is_open() {
             return out;
         }
-        let label = self.label();
         for (i, step) in wf.steps.iter().enumerate() {
             if self.first_hit(&step.name).is_some() {
                 continue;
@@ -302,73 +312,39 @@ impl Instance {
             let Some(anchor) = self.anchor(wf, i) else {
                 continue;
             };
-            let from = match step.from {
-                None => "the start".to_string(),
-                Some(j) => format!("\"{}\"", wf.steps[j].name),
-            };
-            let evidence: Vec<Evidence> = match step.from {
-                None => self.hits.iter().take(1).map(Evidence::from).collect(),
-                Some(j) => self
-                    .first_hit(&wf.steps[j].name)
-                    .map(Evidence::from)
-                    .into_iter()
-                    .collect(),
-            };
-            if let (Some(warn), Some(sla)) = (step.warn, step.sla)
+            if let (Some(warn), Some(_)) = (step.warn, step.sla)
                 && !self.has_raised(&step.name, FindingKind::AtRisk)
             {
-                out.push(Finding {
-                    step: step.name.clone(),
-                    kind: FindingKind::AtRisk,
+                out.push(Timer {
                     at: anchor + warn,
-                    message: format!(
-                        "{} {label}: step \"{}\" not reached {} after {from}; SLA {}",
-                        wf.title,
-                        step.name,
-                        human(warn),
-                        human(sla)
-                    ),
-                    evidence: evidence.clone(),
+                    kind: FindingKind::AtRisk,
+                    step: i,
+                    cause: None,
                 });
             }
             if let Some(sla) = step.sla
                 && !self.has_raised(&step.name, FindingKind::Breach)
             {
-                out.push(Finding {
-                    step: step.name.clone(),
-                    kind: FindingKind::Breach,
+                out.push(Timer {
                     at: anchor + sla,
-                    message: format!(
-                        "{} {label}: step \"{}\" not reached within {} of {from} (SLA breached)",
-                        wf.title,
-                        step.name,
-                        human(sla)
-                    ),
-                    evidence,
+                    kind: FindingKind::Breach,
+                    step: i,
+                    cause: None,
                 });
             }
         }
         if let (Some(after), Some(last)) = (wf.stalled_after, self.last_step())
             && !self.has_raised(last, FindingKind::Stalled)
+            && let Some(i) = wf.step(last)
         {
-            out.push(Finding {
-                step: last.to_string(),
-                kind: FindingKind::Stalled,
+            out.push(Timer {
                 at: self.progressed_at + after,
-                message: format!(
-                    "{} {label}: no progress for {} since step \"{last}\"",
-                    wf.title,
-                    human(after)
-                ),
-                evidence: self
-                    .hits
-                    .iter()
-                    .filter(|h| h.step == last)
-                    .map(Evidence::from)
-                    .collect(),
+                kind: FindingKind::Stalled,
+                step: i,
+                cause: None,
             });
         }
-        for step in &wf.steps {
+        for (i, step) in wf.steps.iter().enumerate() {
             let Some(hit) = self.first_hit(&step.name) else {
                 continue;
             };
@@ -377,16 +353,15 @@ impl Instance {
                 if prior.required
                     && self.first_hit(&prior.name).is_none()
                     && !self.has_raised(&prior.name, FindingKind::Missing)
+                    && !out
+                        .iter()
+                        .any(|t| t.kind == FindingKind::Missing && t.step == p)
                 {
-                    out.push(Finding {
-                        step: prior.name.clone(),
-                        kind: FindingKind::Missing,
+                    out.push(Timer {
                         at: hit.received_at + wf.order_grace,
-                        message: format!(
-                            "{} {label}: step \"{}\" happened but \"{}\", which must come first, did not",
-                            wf.title, step.name, prior.name
-                        ),
-                        evidence: vec![Evidence::from(hit)],
+                        kind: FindingKind::Missing,
+                        step: p,
+                        cause: Some(i),
                     });
                 }
             }
@@ -394,27 +369,105 @@ impl Instance {
         out
     }
 
+    /// The finding a timer raises, in words, with its evidence.
+    fn describe(&self, wf: &Workflow, t: &Timer) -> Finding {
+        let label = self.label();
+        let step = &wf.steps[t.step];
+        let from = || match step.from {
+            None => "the start".to_string(),
+            Some(j) => format!("\"{}\"", wf.steps[j].name),
+        };
+        let anchor_evidence = || -> Vec<Evidence> {
+            match step.from {
+                None => self.hits.iter().take(1).map(Evidence::from).collect(),
+                Some(j) => self
+                    .first_hit(&wf.steps[j].name)
+                    .map(Evidence::from)
+                    .into_iter()
+                    .collect(),
+            }
+        };
+        let (message, evidence) = match t.kind {
+            FindingKind::AtRisk => (
+                format!(
+                    "{} {label}: step \"{}\" not reached {} after {}; SLA {}",
+                    wf.title,
+                    step.name,
+                    human(step.warn.unwrap_or_default()),
+                    from(),
+                    human(step.sla.unwrap_or_default())
+                ),
+                anchor_evidence(),
+            ),
+            FindingKind::Breach => (
+                format!(
+                    "{} {label}: step \"{}\" not reached within {} of {} (SLA breached)",
+                    wf.title,
+                    step.name,
+                    human(step.sla.unwrap_or_default()),
+                    from()
+                ),
+                anchor_evidence(),
+            ),
+            FindingKind::Stalled => (
+                format!(
+                    "{} {label}: no progress for {} since step \"{}\"",
+                    wf.title,
+                    human(wf.stalled_after.unwrap_or_default()),
+                    step.name
+                ),
+                self.hits
+                    .iter()
+                    .filter(|h| h.step == step.name)
+                    .map(Evidence::from)
+                    .collect(),
+            ),
+            _ => {
+                let cause = &wf.steps[t.cause.unwrap_or(t.step)].name;
+                (
+                    format!(
+                        "{} {label}: step \"{cause}\" happened but \"{}\", which must come first, did not",
+                        wf.title, step.name
+                    ),
+                    self.first_hit(cause)
+                        .map(Evidence::from)
+                        .into_iter()
+                        .collect(),
+                )
+            }
+        };
+        Finding {
+            step: step.name.clone(),
+            kind: t.kind,
+            at: t.at,
+            message,
+            evidence,
+        }
+    }
+
     /// The next instant a timer of this instance fires, if any: the instance is persisted
     /// with it, so timers survive restarts and move with the instance.
     pub fn next_due(&self, wf: &Workflow) -> Option<DateTime<Utc>> {
-        self.timers(wf).into_iter().map(|f| f.at).min()
+        self.timers(wf).into_iter().map(|t| t.at).min()
     }
 
     /// Fires every timer due at or before `now`, in time order.
     pub fn advance(&mut self, wf: &Workflow, now: DateTime<Utc>) -> Vec<Finding> {
-        let mut due: Vec<Finding> = self
+        let mut due: Vec<Timer> = self
             .timers(wf)
             .into_iter()
-            .filter(|f| f.at <= now)
+            .filter(|t| t.at <= now)
             .collect();
-        due.sort_by_key(|f| f.at);
-        for f in &due {
+        if due.is_empty() {
+            return Vec::new();
+        }
+        due.sort_by_key(|t| t.at);
+        let found: Vec<Finding> = due.iter().map(|t| self.describe(wf, t)).collect();
+        for f in &found {
             self.raised.push((f.step.clone(), f.kind));
         }
-        if !due.is_empty() {
-            self.refresh_state(wf);
-        }
-        due
+        self.refresh_state(wf);
+        found
     }
 
     /// Applies an event that reached step `hit.step`. Fires the timers due before the step

@@ -31,6 +31,10 @@ use tokio_util::sync::CancellationToken;
 /// The singleton lease of the monitor.
 pub const LEASE: &str = "monitor";
 
+/// Instances whose timers are fired together: many SLAs often end at the same instant
+/// (orders imported in one batch), and their findings are committed in one transaction.
+const TIMER_BATCH: usize = 10_000;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
@@ -99,6 +103,9 @@ struct Owned {
     unsaved: Vec<WorkflowVersion>,
     last_archive: Option<std::time::Instant>,
     last_gauges: Option<std::time::Instant>,
+    /// The instances due at the next timer instant, loaded shortly before it; dropped as
+    /// soon as events change any instance.
+    prefetched: Option<(DateTime<Utc>, Vec<InstanceRecord>)>,
 }
 
 /// An instance being changed in one step.
@@ -108,6 +115,8 @@ struct Slot {
     findings: Vec<Finding>,
     absorbed: Vec<i64>,
     dirty: bool,
+    /// Its keys changed (new instance, new keys, merge): the store points them at it.
+    relink: bool,
     gone: bool,
 }
 
@@ -138,6 +147,7 @@ impl Working {
                 findings: Vec::new(),
                 absorbed: Vec::new(),
                 dirty: false,
+                relink: false,
                 gone: false,
             });
         }
@@ -202,7 +212,7 @@ impl Monitor {
             if !idle {
                 continue;
             }
-            let wait = self.wait_time(owned.is_some()).await;
+            let wait = self.wait_time(owned.as_mut()).await;
             tokio::select! {
                 _ = cancel.cancelled() => {}
                 _ = tokio::time::sleep(wait) => {}
@@ -211,22 +221,30 @@ impl Monitor {
         }
     }
 
-    /// How long to sleep: until the next timer, at most one poll.
-    async fn wait_time(&self, owner: bool) -> std::time::Duration {
-        if !owner {
+    /// How long to sleep: until the next timer, at most one poll. Shortly before a timer
+    /// instant, loads the instances due at it, so at the instant only their findings are
+    /// left to commit.
+    async fn wait_time(&self, owned: Option<&mut Owned>) -> std::time::Duration {
+        let Some(o) = owned else {
             return self.settings.poll;
+        };
+        let Ok(Some(due)) = self.store.monitor_next_due().await else {
+            return self.settings.poll;
+        };
+        let now = self.clock.now();
+        if due <= now {
+            return std::time::Duration::ZERO;
         }
-        match self.store.monitor_next_due().await {
-            Ok(Some(due)) => {
-                let now = self.clock.now();
-                if due <= now {
-                    std::time::Duration::ZERO
-                } else {
-                    self.clock.real_duration(due - now).min(self.settings.poll)
-                }
+        let wait = self.clock.real_duration(due - now);
+        if wait <= self.settings.poll * 2 && o.prefetched.as_ref().is_none_or(|p| p.0 != due) {
+            match self.store.monitor_due(due, TIMER_BATCH).await {
+                Ok(records) => o.prefetched = Some((due, records)),
+                Err(e) => tracing::debug!(error = %e, "prefetching due instances"),
             }
-            _ => self.settings.poll,
         }
+        self.clock
+            .real_duration(due - self.clock.now())
+            .min(self.settings.poll)
     }
 
     /// One step: take or renew the lease, apply one page of events or fire due timers.
@@ -263,7 +281,14 @@ impl Monitor {
             return Ok(false);
         }
         let now = self.clock.now();
-        let due = self.store.monitor_due(now, self.settings.page_size).await?;
+        let due = match o.prefetched.take() {
+            // loaded ahead of the instant: only the commit is left to do at it
+            Some((until, due)) if until <= now => due,
+            ahead => {
+                o.prefetched = ahead;
+                self.store.monitor_due(now, TIMER_BATCH).await?
+            }
+        };
         if !due.is_empty() {
             self.fire(o, due, now).await?;
             return Ok(false);
@@ -318,6 +343,7 @@ impl Monitor {
             unsaved,
             last_archive: None,
             last_gauges: None,
+            prefetched: None,
         })
     }
 
@@ -327,6 +353,18 @@ impl Monitor {
         writes: Vec<InstanceWrite>,
         position: LogPosition,
         now: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        self.commit_as(o, writes, position, now, false).await
+    }
+
+    /// One fenced commit; `findings_only` writes only the findings of stored instances.
+    async fn commit_as(
+        &self,
+        o: &mut Owned,
+        writes: Vec<InstanceWrite>,
+        position: LogPosition,
+        now: DateTime<Utc>,
+        findings_only: bool,
     ) -> Result<(), Error> {
         let findings: Vec<(String, &'static str)> = writes
             .iter()
@@ -342,6 +380,7 @@ impl Monitor {
             versions: o.unsaved.clone(),
             writes,
             now,
+            findings_only,
         };
         self.store.monitor_commit(commit).await?;
         o.unsaved.clear();
@@ -414,6 +453,9 @@ impl Monitor {
             }
         }
         let writes = self.writes(o, work);
+        if !writes.is_empty() {
+            o.prefetched = None;
+        }
         tracing::debug!(
             events = events.len(),
             applied,
@@ -543,6 +585,7 @@ impl Monitor {
                     findings: Vec::new(),
                     absorbed: Vec::new(),
                     dirty: true,
+                    relink: true,
                     gone: false,
                 })
             }
@@ -558,6 +601,7 @@ impl Monitor {
                     findings: Vec::new(),
                     absorbed: Vec::new(),
                     dirty: false,
+                    relink: false,
                     gone: true,
                 },
             );
@@ -568,6 +612,7 @@ impl Monitor {
             s.absorbed.extend(absorbed.id);
             s.absorbed.extend(absorbed.absorbed);
             s.dirty = true;
+            s.relink = true;
             for v in work.by_alias.values_mut() {
                 if *v == other {
                     *v = slot;
@@ -575,7 +620,12 @@ impl Monitor {
             }
         }
         let s = &mut work.slots[slot];
+        let before = s.instance.aliases.len();
         s.instance.add_aliases(&wf, own.iter().cloned());
+        if s.instance.aliases.len() != before {
+            s.relink = true;
+            s.dirty = true;
+        }
         for a in own {
             work.by_alias.insert((wf.name.clone(), a), slot);
         }
@@ -609,6 +659,7 @@ impl Monitor {
                     id: s.id,
                     instance: s.instance,
                     due_at,
+                    relink: s.relink,
                     findings: s.findings,
                     absorbed: s.absorbed,
                 }
@@ -647,12 +698,44 @@ impl Monitor {
                 id: Some(r.id),
                 instance,
                 due_at,
+                relink: false,
                 findings,
                 absorbed: Vec::new(),
             });
         }
+        // The findings first, on their own (small rows, one transaction): they are what
+        // someone waits for at the SLA instant. Then the instances with their next timers.
         let position = o.position;
-        self.commit(o, writes, position, now).await
+        let with_findings: Vec<InstanceWrite> = writes
+            .iter_mut()
+            .filter(|w| !w.findings.is_empty())
+            .map(|w| InstanceWrite {
+                id: w.id,
+                // the store reads only the workflow and the label of a findings-only write
+                instance: Instance {
+                    aliases: w.instance.aliases.iter().take(1).cloned().collect(),
+                    hits: Vec::new(),
+                    raised: Vec::new(),
+                    dimensions: Default::default(),
+                    workflow: w.instance.workflow.clone(),
+                    version: String::new(),
+                    key: w.instance.key.clone(),
+                    state: w.instance.state,
+                    started_at: w.instance.started_at,
+                    progressed_at: w.instance.progressed_at,
+                    closed_at: w.instance.closed_at,
+                },
+                due_at: None,
+                relink: false,
+                findings: std::mem::take(&mut w.findings),
+                absorbed: Vec::new(),
+            })
+            .collect();
+        if !with_findings.is_empty() {
+            self.commit_as(o, with_findings, position, now, true)
+                .await?;
+        }
+        self.commit_as(o, writes, position, now, false).await
     }
 
     /// Archives closed instances and refreshes the instance gauges, now and then.

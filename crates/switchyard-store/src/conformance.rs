@@ -49,6 +49,7 @@ macro_rules! store_conformance_suite {
             monitor_commit_writes_nothing_when_a_write_fails,
             monitor_merge_moves_findings_and_aliases,
             monitor_archive_removes_closed_instances_only,
+            monitor_timer_commits_findings_first_and_keeps_aliases,
             closed_store_refuses_writes
         );
     };
@@ -1969,6 +1970,7 @@ fn new_write(
     findings: Vec<Finding>,
 ) -> InstanceWrite {
     InstanceWrite {
+        relink: true,
         id: None,
         instance,
         due_at,
@@ -1983,6 +1985,7 @@ fn alias(workflow: &str, name: &str, value: &str) -> WorkflowAlias {
 
 fn commit(lease: &Lease, writes: Vec<InstanceWrite>, now: DateTime<Utc>) -> MonitorCommit {
     MonitorCommit {
+        findings_only: false,
         lease: lease.clone(),
         checkpoint: None,
         versions: Vec::new(),
@@ -2195,6 +2198,7 @@ pub async fn monitor_commit_writes_instances_aliases_and_findings_once(store: Sh
     let later = now + Duration::minutes(1);
     one.state = InstanceState::AtRisk;
     let update = InstanceWrite {
+        relink: true,
         id: Some(id1),
         ..new_write(one.clone(), None, vec![at_risk.clone()])
     };
@@ -2224,6 +2228,7 @@ pub async fn monitor_commit_writes_instances_aliases_and_findings_once(store: Sh
         t0() + Duration::minutes(10),
     );
     let update = InstanceWrite {
+        relink: true,
         id: Some(id1),
         ..new_write(
             one.clone(),
@@ -2571,6 +2576,7 @@ pub async fn monitor_commit_writes_nothing_when_a_write_fails(store: SharedStore
                 vec![finding("confirmed", FindingKind::AtRisk, t0())],
             ),
             InstanceWrite {
+                relink: true,
                 id: Some(written[0] + 1000),
                 ..new_write(
                     instance("o2c", Some("#3"), &[("shop_order", "#3")], t0()),
@@ -2691,6 +2697,7 @@ pub async fn monitor_merge_moves_findings_and_aliases(store: SharedStore) {
     merged.hits.extend(wms.hits.clone());
     let later = now + Duration::minutes(1);
     let merge = InstanceWrite {
+        relink: true,
         id: Some(survivor),
         absorbed: vec![other, third],
         ..new_write(
@@ -2878,5 +2885,93 @@ pub async fn monitor_archive_removes_closed_instances_only(store: SharedStore) {
     assert_eq!(
         ids(&store.list_instances(&instances(10)).await.unwrap()),
         vec![written[3]]
+    );
+}
+
+/// Timers commit their findings alone first (`findings_only`: the instance is untouched),
+/// then the instance without re-pointing its aliases (`relink: false`), which must not
+/// take an alias back that a later write gave another instance.
+pub async fn monitor_timer_commits_findings_first_and_keeps_aliases(store: SharedStore) {
+    let lease = store
+        .acquire_lease("monitor", "node-a", t0(), Duration::seconds(60))
+        .await
+        .unwrap()
+        .unwrap();
+    let due = t0() + Duration::minutes(10);
+    let one = instance(
+        "o2c",
+        Some("#1"),
+        &[("shop_order", "#1"), ("sale_order", "S1")],
+        t0(),
+    );
+    let (ids_, _) = store
+        .monitor_commit(commit(
+            &lease,
+            vec![new_write(one.clone(), Some(due), vec![])],
+            t0(),
+        ))
+        .await
+        .unwrap();
+    let id = ids_[0];
+    // another instance now owns S1
+    let two = instance(
+        "o2c",
+        Some("#2"),
+        &[("sale_order", "S1"), ("shop_order", "#2")],
+        t0(),
+    );
+    store
+        .monitor_commit(commit(&lease, vec![new_write(two, None, vec![])], t0()))
+        .await
+        .unwrap();
+    let breach = finding("confirmed", FindingKind::Breach, due);
+    let mut only = commit(
+        &lease,
+        vec![InstanceWrite {
+            id: Some(id),
+            ..new_write(one.clone(), None, vec![breach.clone()])
+        }],
+        due,
+    );
+    only.findings_only = true;
+    let (_, inserted) = store.monitor_commit(only).await.unwrap();
+    assert_eq!(inserted, 1);
+    let stored = store.get_instance(id).await.unwrap().unwrap();
+    assert_eq!(
+        stored.due_at,
+        Some(due),
+        "findings_only leaves the instance as it was"
+    );
+    assert_eq!(stored.instance, one);
+    let mut later = one.clone();
+    later.state = InstanceState::Breached;
+    later.raised.push(("confirmed".into(), FindingKind::Breach));
+    let (_, inserted) = store
+        .monitor_commit(commit(
+            &lease,
+            vec![InstanceWrite {
+                id: Some(id),
+                relink: false,
+                ..new_write(later.clone(), None, vec![breach])
+            }],
+            due,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(inserted, 0, "the same finding again is not a second one");
+    let stored = store.get_instance(id).await.unwrap().unwrap();
+    assert_eq!(stored.instance, later);
+    assert_eq!(stored.due_at, None);
+    let s1 = store
+        .monitor_find(vec![alias("o2c", "sale_order", "S1")])
+        .await
+        .unwrap();
+    assert_eq!(s1.len(), 1);
+    assert_ne!(s1[0].id, id, "relink: false did not take S1 back");
+    let mut stray = commit(&lease, vec![new_write(one, None, vec![])], due);
+    stray.findings_only = true;
+    assert!(
+        store.monitor_commit(stray).await.is_err(),
+        "findings need a stored instance"
     );
 }

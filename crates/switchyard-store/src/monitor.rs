@@ -31,6 +31,9 @@ pub struct InstanceWrite {
     pub id: Option<i64>,
     pub instance: Instance,
     pub due_at: Option<DateTime<Utc>>,
+    /// Point the instance's aliases at it: a new instance, new keys, a merge. A write that
+    /// only moves time on (timers) leaves the aliases alone.
+    pub relink: bool,
     /// Findings raised on it; inserted unless the instance already has one of the same
     /// (step, kind) (the unique constraint that stops a stale owner recording one twice).
     pub findings: Vec<Finding>,
@@ -61,6 +64,11 @@ pub struct MonitorCommit {
     pub writes: Vec<InstanceWrite>,
     /// Business time of the commit: `updated_at` of the instances, `detected_at` of findings.
     pub now: DateTime<Utc>,
+    /// Insert only the findings of the (existing) instances written, not the instances:
+    /// timers make their findings visible at once and write the instances after; if that
+    /// second commit never happens, the timers fire again and the unique constraint keeps
+    /// the findings single.
+    pub findings_only: bool,
 }
 
 /// A finding as stored.

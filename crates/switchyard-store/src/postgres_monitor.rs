@@ -140,6 +140,14 @@ pub(crate) async fn commit(c: &impl GenericClient, m: &MonitorCommit) -> Result<
     let mut ids = Vec::with_capacity(m.writes.len());
     let mut inserted = 0;
     for w in &m.writes {
+        if m.findings_only {
+            let id = w
+                .id
+                .ok_or_else(|| Error::NotFound("findings of an instance not yet stored".into()))?;
+            inserted += insert_findings(c, id, w, now).await?;
+            ids.push(id);
+            continue;
+        }
         let id = write_instance(c, w, now).await?;
         absorb(c, id, &w.absorbed).await?;
         inserted += insert_findings(c, id, w, now).await?;
@@ -224,7 +232,7 @@ async fn write_instance(c: &impl GenericClient, w: &InstanceWrite, now: i64) -> 
         .iter()
         .map(|a| (a.name.as_str(), a.value.as_str()))
         .collect();
-    if !aliases.is_empty() {
+    if w.relink && !aliases.is_empty() {
         let (names, values): (Vec<&str>, Vec<&str>) = aliases.into_iter().unzip();
         let stmt = c
             .prepare_cached(

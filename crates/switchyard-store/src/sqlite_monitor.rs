@@ -165,6 +165,14 @@ pub(crate) fn commit(c: &Connection, m: &MonitorCommit) -> Result<(Vec<i64>, u64
     let mut ids = Vec::with_capacity(m.writes.len());
     let mut inserted = 0;
     for w in &m.writes {
+        if m.findings_only {
+            let id = w
+                .id
+                .ok_or_else(|| Error::NotFound("findings of an instance not yet stored".into()))?;
+            inserted += insert_findings(c, id, w, now)?;
+            ids.push(id);
+            continue;
+        }
         let id = write_instance(c, w, now)?;
         absorb(c, id, &w.absorbed)?;
         inserted += insert_findings(c, id, w, now)?;
@@ -215,6 +223,9 @@ fn write_instance(c: &Connection, w: &InstanceWrite, now: i64) -> Result<i64> {
             id
         }
     };
+    if !w.relink {
+        return Ok(id);
+    }
     let mut alias = c
         .prepare_cached(
             "INSERT INTO wf_aliases (workflow, name, value, instance_id) VALUES (?1, ?2, ?3, ?4)
