@@ -22,8 +22,8 @@ use switchyard_core::jq::Prepared;
 use switchyard_core::sources::{BusinessKey, Sources};
 use switchyard_core::workflows::{Role, Workflow, Workflows};
 use switchyard_store::{
-    EventFilter, InstanceRecord, InstanceWrite, Lease, LogPosition, MonitorCommit, SharedStore,
-    StoredEvent, WorkflowVersion,
+    DeliveryFilter, DeliveryState, EventFilter, InstanceRecord, InstanceWrite, Lease, LogPosition,
+    MonitorCommit, SharedStore, StoredEvent, WorkflowVersion,
 };
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
@@ -56,6 +56,8 @@ pub struct Settings {
     pub poll: std::time::Duration,
     /// Real time the lease lasts without renewal.
     pub lease_ttl: chrono::Duration,
+    /// Real time between looks for new dead letters of the instances' events.
+    pub dead_letter_scan: std::time::Duration,
     /// Closed instances are archived (removed with their aliases; findings stay) this long
     /// after they closed (business time).
     pub archive_after: chrono::Duration,
@@ -67,6 +69,7 @@ impl Default for Settings {
             page_size: 500,
             poll: std::time::Duration::from_millis(200),
             lease_ttl: chrono::Duration::seconds(15),
+            dead_letter_scan: std::time::Duration::from_secs(1),
             archive_after: chrono::Duration::days(30),
         }
     }
@@ -106,6 +109,9 @@ struct Owned {
     /// The instances due at the next timer instant, loaded shortly before it; dropped as
     /// soon as events change any instance.
     prefetched: Option<(DateTime<Utc>, Vec<InstanceRecord>)>,
+    /// Dead letters changed since then are still to be looked at (saved with the checkpoint).
+    dead_since: DateTime<Utc>,
+    last_dead_letters: Option<std::time::Instant>,
 }
 
 /// An instance being changed in one step.
@@ -305,12 +311,16 @@ impl Monitor {
 
     /// Becomes the owner: the checkpoint and every definition version instances may use.
     async fn take_over(&self, lease: Lease) -> Result<Owned, Error> {
-        let position = self
-            .store
-            .lease_state(LEASE)
-            .await?
+        let state = self.store.lease_state(LEASE).await?;
+        let position = state
+            .as_ref()
             .and_then(|s| s.get("position")?.as_str()?.parse().ok())
             .unwrap_or_default();
+        // Dead letters are followed from the checkpoint; the first owner starts now.
+        let dead_since = state
+            .as_ref()
+            .and_then(|s| s.get("dead_since")?.as_str()?.parse().ok())
+            .unwrap_or_else(|| self.clock.now());
         let mut versions = HashMap::new();
         let stored = self.store.workflow_versions().await?;
         for v in &stored {
@@ -343,7 +353,9 @@ impl Monitor {
             unsaved,
             last_archive: None,
             last_gauges: None,
+            last_dead_letters: None,
             prefetched: None,
+            dead_since,
         })
     }
 
@@ -376,7 +388,10 @@ impl Monitor {
             .collect();
         let commit = MonitorCommit {
             lease: o.lease.clone(),
-            checkpoint: Some(serde_json::json!({ "position": position.to_string() })),
+            checkpoint: Some(serde_json::json!({
+                "position": position.to_string(),
+                "dead_since": o.dead_since.to_rfc3339(),
+            })),
             versions: o.unsaved.clone(),
             writes,
             now,
@@ -738,8 +753,98 @@ impl Monitor {
         self.commit_as(o, writes, position, now, false).await
     }
 
+    /// Deliveries of the instances' events that became dead letters since the last look
+    /// become `delivery_failed` findings on the instance (once per step). A dead letter of
+    /// an event the monitor has not applied yet is looked at again later.
+    async fn dead_letters(&self, o: &mut Owned, now: DateTime<Utc>) -> Result<(), Error> {
+        if o.last_dead_letters
+            .is_some_and(|t| t.elapsed() < self.settings.dead_letter_scan)
+        {
+            return Ok(());
+        }
+        o.last_dead_letters = Some(std::time::Instant::now());
+        let found = self
+            .store
+            .list_deliveries(&DeliveryFilter {
+                states: DeliveryState::DEAD_LETTERS.to_vec(),
+                updated_since: Some(o.dead_since),
+                limit: 1000,
+                ..Default::default()
+            })
+            .await?;
+        if found.is_empty() {
+            return Ok(());
+        }
+        let mut next = found
+            .iter()
+            .map(|d| d.updated_at)
+            .max()
+            .unwrap_or(o.dead_since)
+            + chrono::Duration::microseconds(1);
+        let mut wanted: BTreeSet<(String, BusinessKey)> = BTreeSet::new();
+        let mut items = Vec::new();
+        for d in found {
+            let Some(ev) = self.store.get_event(d.event_seq).await? else {
+                continue;
+            };
+            if ev.position > o.position {
+                next = next.min(d.updated_at);
+                continue;
+            }
+            for wf in &self.workflows.list {
+                let names = self.key_names(o, &wf.name);
+                for k in ev.keys.iter().filter(|k| names.contains(&k.name)) {
+                    wanted.insert((wf.name.clone(), k.clone()));
+                }
+            }
+            items.push(d);
+        }
+        let mut work = if wanted.is_empty() {
+            Working::default()
+        } else {
+            Working::load(
+                self.store
+                    .monitor_find(wanted.into_iter().collect())
+                    .await?,
+            )
+        };
+        for d in &items {
+            let reason = d
+                .last_error
+                .clone()
+                .unwrap_or_else(|| d.state.as_str().replace('_', " "));
+            for slot in work.slots.iter_mut() {
+                if !slot.instance.hits.iter().any(|h| h.seq == d.event_seq) {
+                    continue;
+                }
+                let key = (
+                    slot.instance.workflow.clone(),
+                    slot.instance.version.clone(),
+                );
+                let Some(wf) = o.versions.get(&key) else {
+                    continue;
+                };
+                if let Some(f) =
+                    slot.instance
+                        .delivery_failed(wf, d.event_seq, &d.flow, &reason, d.updated_at)
+                {
+                    slot.findings.push(f);
+                    slot.dirty = true;
+                }
+            }
+        }
+        let writes = self.writes(o, work);
+        o.dead_since = next;
+        if !writes.is_empty() {
+            o.prefetched = None;
+        }
+        let position = o.position;
+        self.commit(o, writes, position, now).await
+    }
+
     /// Archives closed instances and refreshes the instance gauges, now and then.
     async fn housekeeping(&self, o: &mut Owned, now: DateTime<Utc>) -> Result<(), Error> {
+        self.dead_letters(o, now).await?;
         let every = std::time::Duration::from_secs(60);
         if o.last_archive.is_none_or(|t| t.elapsed() >= every) {
             o.last_archive = Some(std::time::Instant::now());

@@ -165,6 +165,7 @@ impl World {
             Settings {
                 poll: std::time::Duration::from_millis(20),
                 lease_ttl: Duration::seconds(30),
+                dead_letter_scan: std::time::Duration::ZERO,
                 ..Default::default()
             },
         );
@@ -186,6 +187,20 @@ impl World {
         id: &str,
         time: Option<DateTime<Utc>>,
         data: Value,
+    ) {
+        self.send_routed(source, ty, id, time, data, Vec::new())
+            .await
+    }
+
+    /// Like `send`, with the deliveries routing made of the event.
+    async fn send_routed(
+        &self,
+        source: &str,
+        ty: &str,
+        id: &str,
+        time: Option<DateTime<Utc>>,
+        data: Value,
+        deliveries: Vec<switchyard_store::NewDelivery>,
     ) {
         let mut v = json!({
             "specversion": "1.0", "id": id, "source": source, "type": ty, "data": data,
@@ -209,7 +224,7 @@ impl World {
                     .into_iter()
                     .map(|(n, v)| switchyard_core::sources::BusinessKey::new(n, v))
                     .collect(),
-                deliveries: Vec::new(),
+                deliveries,
             }])
             .await
             .unwrap();
@@ -656,6 +671,75 @@ async fn events_out_of_order_and_duplicated(w: World) {
     m.task.await.unwrap();
 }
 
+async fn a_dead_letter_of_an_instance_event_is_a_finding(w: World) {
+    let mut m = w.start("node-a");
+    let failed = switchyard_store::NewDelivery {
+        flow: "orders-to-erp".into(),
+        flow_version: "1".into(),
+        destination: "erp".into(),
+        lane: switchyard_core::delivery::Lane::Standard,
+        ordering_key: None,
+        hold_on_dead: false,
+        state: switchyard_store::DeliveryState::MappingFailed,
+        payload: None,
+        error: Some("jq: .data.lines is null".into()),
+        error_detail: None,
+        traceparent: None,
+        lease: None,
+    };
+    w.send(
+        "https://shop.example",
+        "order.created",
+        "o5",
+        None,
+        order("#5"),
+    )
+    .await;
+    w.send_routed(
+        "odoo://erp",
+        "sale.order.confirmed",
+        "c5",
+        None,
+        sale("S5", "#5"),
+        vec![failed.clone()],
+    )
+    .await;
+    // an event of no instance: nothing to say
+    w.send_routed(
+        "https://shop.example",
+        "order.updated",
+        "u5",
+        None,
+        order("#5"),
+        vec![failed],
+    )
+    .await;
+    w.settle(&mut m).await;
+    w.advance_to(&mut m, t0() + Duration::seconds(1)).await;
+    let f = w.findings().await;
+    assert_eq!(
+        kinds(&f),
+        [("#5".into(), "confirmed".into(), FindingKind::DeliveryFailed)]
+    );
+    assert!(
+        f[0].finding
+            .message
+            .contains("flow \"orders-to-erp\": jq: .data.lines is null"),
+        "{}",
+        f[0].finding.message
+    );
+    assert_eq!(f[0].finding.evidence[0].id, "c5");
+    // the checkpoint remembers how far dead letters were looked at: a new owner does not
+    // record it again
+    m.cancel.cancel();
+    m.task.await.unwrap();
+    let mut n = w.start("node-b");
+    w.advance_to(&mut n, t0() + Duration::seconds(2)).await;
+    assert_eq!(w.findings().await.len(), 1);
+    n.cancel.cancel();
+    n.task.await.unwrap();
+}
+
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -684,4 +768,5 @@ on_both!(
     timers_survive_a_restart_and_a_takeover,
     a_linking_event_merges_provisional_instances,
     events_out_of_order_and_duplicated,
+    a_dead_letter_of_an_instance_event_is_a_finding,
 );

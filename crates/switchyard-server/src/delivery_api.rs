@@ -80,6 +80,7 @@ impl DeliveryQuery {
             ordering_key: self.key.clone(),
             since: time_param("since", self.since.as_deref())?,
             until: time_param("until", self.until.as_deref())?,
+            updated_since: None,
             after: self.after.unwrap_or(0),
             limit: check_limit(self.limit, 100, 1000)?,
         })

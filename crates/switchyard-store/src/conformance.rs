@@ -1332,6 +1332,30 @@ pub async fn queue_retries_then_dead_letters_with_history(store: SharedStore) {
     assert_eq!(d.state, DeliveryState::Dead);
     assert_eq!(d.attempts, 2);
     assert_eq!(d.last_error.as_deref(), Some("422 refused"));
+    // Dead letters by when they changed (the workflow monitor follows them so).
+    let changed = |since| {
+        let store = store.clone();
+        async move {
+            store
+                .list_deliveries(&DeliveryFilter {
+                    states: DeliveryState::DEAD_LETTERS.to_vec(),
+                    updated_since: Some(since),
+                    limit: 100,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .iter()
+                .map(|d| d.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(changed(d.updated_at).await, vec![id]);
+    assert!(
+        changed(d.updated_at + Duration::microseconds(1))
+            .await
+            .is_empty()
+    );
     let attempts = store.list_attempts(id).await.unwrap();
     let outcomes: Vec<(&str, i64, &str)> = attempts
         .iter()

@@ -258,6 +258,8 @@ pub struct DeliveryFilter {
     pub since: Option<DateTime<Utc>>,
     /// Created before.
     pub until: Option<DateTime<Utc>>,
+    /// Changed (state, attempt) at or after (business time).
+    pub updated_since: Option<DateTime<Utc>>,
     pub after: i64,
     pub limit: usize,
 }

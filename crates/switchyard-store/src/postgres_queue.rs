@@ -589,6 +589,9 @@ pub(crate) async fn list(
     if let Some(x) = f.until {
         push("created_at <", Box::new(micros(x)));
     }
+    if let Some(x) = f.updated_since {
+        push("updated_at >=", Box::new(micros(x)));
+    }
     if !f.states.is_empty() {
         let states: Vec<&'static str> = f.states.iter().map(|s| s.as_str()).collect();
         args.push(Box::new(states));

@@ -386,6 +386,9 @@ pub(crate) fn list(c: &Connection, f: &DeliveryFilter) -> Result<Vec<DeliveryRec
     if let Some(x) = f.until {
         push("created_at <", micros(x).into(), &mut args);
     }
+    if let Some(x) = f.updated_since {
+        push("updated_at >=", micros(x).into(), &mut args);
+    }
     if !f.states.is_empty() {
         let list: Vec<String> = f
             .states
