@@ -46,6 +46,9 @@ pub struct Config {
     /// Business workflows the monitor follows across systems (`[[workflows]]`).
     #[serde(default)]
     pub workflows: Vec<crate::workflows::WorkflowConfig>,
+    /// Batch jobs the monitor expects heartbeats from (`[[batch_monitors]]`).
+    #[serde(default)]
+    pub batch_monitors: Vec<crate::batch::BatchMonitorConfig>,
     /// The workflow monitor's own settings.
     #[serde(default)]
     pub monitor: MonitorConfig,
@@ -647,6 +650,9 @@ impl Config {
             out.extend(problems);
         }
         if let Err(problems) = crate::workflows::Workflows::compile(self) {
+            out.extend(problems);
+        }
+        if let Err(problems) = crate::batch::BatchMonitors::compile(&self.batch_monitors) {
             out.extend(problems);
         }
         out.extend(crate::odoo::validate(&self.odoo, &self.probes));

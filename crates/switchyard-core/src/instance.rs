@@ -82,10 +82,21 @@ pub enum FindingKind {
     Missing,
     /// A delivery of one of the instance's events was dead-lettered.
     DeliveryFailed,
+    // ---- batch monitors: about a run (step "run") ----
+    /// A scheduled run did not start within its grace period (or too few ran in a window).
+    MissedRun,
+    /// A run started after its scheduled time plus the grace period.
+    LateRun,
+    /// A run started and did not finish within its maximum duration.
+    NeverFinished,
+    /// A run reported failure.
+    RunFailed,
+    /// A run succeeded with a record count outside the expected range.
+    CountOutOfRange,
 }
 
 impl FindingKind {
-    pub const ALL: [FindingKind; 7] = [
+    pub const ALL: [FindingKind; 12] = [
         FindingKind::AtRisk,
         FindingKind::Breach,
         FindingKind::Stalled,
@@ -93,6 +104,11 @@ impl FindingKind {
         FindingKind::Duplicate,
         FindingKind::Missing,
         FindingKind::DeliveryFailed,
+        FindingKind::MissedRun,
+        FindingKind::LateRun,
+        FindingKind::NeverFinished,
+        FindingKind::RunFailed,
+        FindingKind::CountOutOfRange,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -104,6 +120,11 @@ impl FindingKind {
             FindingKind::Duplicate => "duplicate",
             FindingKind::Missing => "missing",
             FindingKind::DeliveryFailed => "delivery_failed",
+            FindingKind::MissedRun => "missed_run",
+            FindingKind::LateRun => "late_run",
+            FindingKind::NeverFinished => "never_finished",
+            FindingKind::RunFailed => "run_failed",
+            FindingKind::CountOutOfRange => "count_out_of_range",
         }
     }
 

@@ -394,6 +394,7 @@ impl Monitor {
             })),
             versions: o.unsaved.clone(),
             writes,
+            runs: Vec::new(),
             now,
             findings_only,
         };

@@ -219,6 +219,8 @@ pub async fn get_instance(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FindingsQuery {
+    /// `workflow` or `batch`.
+    pub subject: Option<String>,
     pub workflow: Option<String>,
     pub kind: Option<String>,
     pub instance: Option<i64>,
@@ -247,7 +249,17 @@ pub async fn list_findings(
             )
         })?),
     };
+    if let Some(s) = q.subject.as_deref()
+        && s != switchyard_store::SUBJECT_WORKFLOW
+        && s != switchyard_store::SUBJECT_BATCH
+    {
+        return Err(bad_param(
+            "subject",
+            format!("unknown subject \"{s}\" (known: workflow, batch)"),
+        ));
+    }
     let filter = FindingFilter {
+        subject: q.subject,
         workflow: q.workflow,
         kind,
         instance_id: q.instance,

@@ -2009,6 +2009,7 @@ fn alias(workflow: &str, name: &str, value: &str) -> WorkflowAlias {
 
 fn commit(lease: &Lease, writes: Vec<InstanceWrite>, now: DateTime<Utc>) -> MonitorCommit {
     MonitorCommit {
+        runs: Vec::new(),
         findings_only: false,
         lease: lease.clone(),
         checkpoint: None,

@@ -30,7 +30,8 @@ pub use delivery::{
 };
 pub use monitor::{
     FindingFilter, FindingRecord, InstanceCount, InstanceFilter, InstanceRecord, InstanceWrite,
-    MonitorCommit, WorkflowAlias, WorkflowVersion,
+    MonitorCommit, RunFilter, RunRecord, RunWrite, SUBJECT_BATCH, SUBJECT_WORKFLOW, WorkflowAlias,
+    WorkflowVersion,
 };
 
 pub mod conformance;
@@ -686,6 +687,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Instances per workflow and state.
     async fn instance_counts(&self) -> Result<Vec<InstanceCount>>;
+
+    /// Batch runs, newest first.
+    // TEMPORARY placeholder bodies until both backends implement batch runs.
+    async fn list_runs(&self, _filter: &RunFilter) -> Result<Vec<RunRecord>> {
+        Err(Error::Unavailable("batch runs: not yet implemented".into()))
+    }
+
+    async fn get_run(&self, _id: i64) -> Result<Option<RunRecord>> {
+        Err(Error::Unavailable("batch runs: not yet implemented".into()))
+    }
 
     /// Deletes up to `limit` closed instances closed before `closed_before` (with their
     /// aliases; their findings stay as history). Returns how many.

@@ -9,6 +9,7 @@
 use crate::{Error, Lease, Result};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use switchyard_core::batch::{BatchRun, RunStatus};
 use switchyard_core::instance::{Evidence, Finding, FindingKind, Instance, InstanceState};
 use switchyard_core::sources::BusinessKey;
 
@@ -62,6 +63,8 @@ pub struct MonitorCommit {
     /// Inserted if new (`(workflow, version)` is unique).
     pub versions: Vec<WorkflowVersion>,
     pub writes: Vec<InstanceWrite>,
+    /// Batch runs to write, with their findings.
+    pub runs: Vec<RunWrite>,
     /// Business time of the commit: `updated_at` of the instances, `detected_at` of findings.
     pub now: DateTime<Utc>,
     /// Insert only the findings of the (existing) instances written, not the instances:
@@ -71,10 +74,52 @@ pub struct MonitorCommit {
     pub findings_only: bool,
 }
 
+/// One batch run to write in a [`MonitorCommit`].
+#[derive(Debug, Clone)]
+pub struct RunWrite {
+    /// `None` for a new run.
+    pub id: Option<i64>,
+    pub run: BatchRun,
+    /// Findings about the run (subject `batch`, step `run`); each (run, kind) once.
+    pub findings: Vec<Finding>,
+}
+
+/// A batch run as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunRecord {
+    pub id: i64,
+    #[serde(flatten)]
+    pub run: BatchRun,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Narrows [`crate::Store::list_runs`]. Newest first (by id).
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub monitor: Option<String>,
+    /// Any of these (all when empty).
+    pub statuses: Vec<RunStatus>,
+    /// Runs of exactly this scheduled instant.
+    pub slot: Option<DateTime<Utc>>,
+    /// The job's own run id.
+    pub run_id: Option<String>,
+    /// Started at or after.
+    pub started_since: Option<DateTime<Utc>>,
+    pub before_id: Option<i64>,
+    pub limit: usize,
+}
+
+/// What a finding is about: a workflow instance or a batch run (`instance_id` is then the
+/// run's id, `workflow` the monitor's name, `step` is `run`).
+pub const SUBJECT_WORKFLOW: &str = "workflow";
+pub const SUBJECT_BATCH: &str = "batch";
+
 /// A finding as stored.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FindingRecord {
     pub id: i64,
+    /// [`SUBJECT_WORKFLOW`] or [`SUBJECT_BATCH`].
+    pub subject: String,
     pub instance_id: i64,
     pub workflow: String,
     /// The instance's label when the finding was raised (its key, or another while
@@ -105,6 +150,8 @@ pub struct InstanceFilter {
 /// Narrows [`crate::Store::list_findings`]. Results are in id order (oldest first).
 #[derive(Debug, Clone, Default)]
 pub struct FindingFilter {
+    /// [`SUBJECT_WORKFLOW`] or [`SUBJECT_BATCH`] (both when unset).
+    pub subject: Option<String>,
     pub workflow: Option<String>,
     pub kind: Option<FindingKind>,
     pub instance_id: Option<i64>,

@@ -33,6 +33,7 @@ fn instance_records(rows: &[Row]) -> Result<Vec<InstanceRecord>> {
 
 fn finding_record(r: &Row) -> Result<FindingRecord> {
     Ok(FindingRecord {
+        subject: crate::SUBJECT_WORKFLOW.into(), // TEMPORARY
         id: r.get(0),
         instance_id: r.get(1),
         workflow: r.get(2),

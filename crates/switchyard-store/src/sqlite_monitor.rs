@@ -77,6 +77,7 @@ fn finding_row(r: &rusqlite::Row) -> rusqlite::Result<FindingRow> {
 
 fn finding_record(f: FindingRow) -> Result<FindingRecord> {
     Ok(FindingRecord {
+        subject: crate::SUBJECT_WORKFLOW.into(), // TEMPORARY
         id: f.0,
         instance_id: f.1,
         workflow: f.2,

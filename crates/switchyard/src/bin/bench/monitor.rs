@@ -146,6 +146,7 @@ async fn load(
                 checkpoint: None,
                 versions: Vec::new(),
                 writes,
+                runs: Vec::new(),
                 now,
                 findings_only: false,
             })
