@@ -84,6 +84,8 @@ pub struct BatchMonitor {
     pub name: String,
     pub title: String,
     pub criticality: Criticality,
+    /// The crontab expression as written.
+    pub expression: Option<String>,
     pub schedule: Option<cron::Schedule>,
     pub timezone: chrono_tz::Tz,
     pub grace: Duration,
@@ -161,6 +163,7 @@ impl BatchMonitor {
             return Vec::new();
         };
         s.after(&after.with_timezone(&self.timezone))
+            .filter(|t| !self.second_of_two(t))
             .map(|t| t.with_timezone(&Utc))
             .take_while(|t| *t <= until)
             .take(10_000)
@@ -171,9 +174,18 @@ impl BatchMonitor {
     pub fn next_slot(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.schedule.as_ref().and_then(|s| {
             s.after(&t.with_timezone(&self.timezone))
-                .next()
+                .find(|t| !self.second_of_two(t))
                 .map(|t| t.with_timezone(&Utc))
         })
+    }
+
+    /// A local time that happens twice (the hour the clocks go back) is one run: the first.
+    fn second_of_two(&self, t: &DateTime<chrono_tz::Tz>) -> bool {
+        use chrono::TimeZone;
+        matches!(
+            self.timezone.from_local_datetime(&t.naive_local()),
+            chrono::LocalResult::Ambiguous(_, later) if later == *t
+        )
     }
 
     /// The scheduled instant a run that starts at `t` belongs to: the latest one at or
@@ -380,6 +392,7 @@ impl BatchMonitors {
                 name: c.name.clone(),
                 title: c.title.clone().unwrap_or_else(|| c.name.clone()),
                 criticality: c.criticality,
+                expression: c.schedule.clone(),
                 schedule,
                 timezone,
                 grace: Duration::seconds(c.grace_seconds as i64),
@@ -446,6 +459,27 @@ mod tests {
         assert_eq!(
             m.slot_of(utc("2026-03-29T23:05:00Z")),
             Some(utc("2026-03-29T23:00:00Z"))
+        );
+        // 02:30 does not exist on the night the clocks go forward: no run is due that day
+        let skipped = monitor("30 2 * * *", "Europe/Berlin");
+        assert_eq!(
+            skipped.slots(utc("2026-03-28T12:00:00Z"), utc("2026-03-30T12:00:00Z")),
+            [utc("2026-03-30T00:30:00Z")]
+        );
+        // and 02:30 happens twice when they go back: one run is due, the first
+        let twice = monitor("30 2 * * *", "Europe/Berlin");
+        assert_eq!(
+            twice.slots(utc("2026-10-24T12:00:00Z"), utc("2026-10-25T12:00:00Z")),
+            [utc("2026-10-25T00:30:00Z")]
+        );
+        assert!(
+            twice
+                .slots(utc("2026-10-25T00:30:00Z"), utc("2026-10-25T12:00:00Z"))
+                .is_empty()
+        );
+        assert_eq!(
+            twice.next_slot(utc("2026-10-25T00:30:00Z")),
+            Some(utc("2026-10-26T01:30:00Z"))
         );
         // a run a little early belongs to the coming slot
         assert_eq!(

@@ -13,10 +13,15 @@
 //! until a manual clock moves), never on a polling tick, so a breach is recorded at its
 //! instant. It must never apply an event before the events committed ahead of it.
 
+mod batch;
+
+pub use batch::{HEARTBEAT_TYPE, Heartbeat};
+
 use chrono::{DateTime, Utc};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use switchyard_core::SharedClock;
+use switchyard_core::batch::BatchMonitors;
 use switchyard_core::instance::{Finding, Hit, Instance};
 use switchyard_core::jq::Prepared;
 use switchyard_core::sources::{BusinessKey, Sources};
@@ -90,6 +95,7 @@ pub struct Monitor {
     clock: SharedClock,
     sources: Arc<Sources>,
     workflows: Arc<Workflows>,
+    batch: Arc<BatchMonitors>,
     node: String,
     settings: Settings,
     wake: Arc<Notify>,
@@ -97,7 +103,7 @@ pub struct Monitor {
 }
 
 /// What the owner keeps between steps.
-struct Owned {
+pub(crate) struct Owned {
     lease: Lease,
     position: LogPosition,
     /// Every definition version instances may use, by (workflow, version).
@@ -112,6 +118,15 @@ struct Owned {
     /// Dead letters changed since then are still to be looked at (saved with the checkpoint).
     dead_since: DateTime<Utc>,
     last_dead_letters: Option<std::time::Instant>,
+    /// Per batch monitor, the instant up to which its schedule and windows were checked
+    /// (saved with the checkpoint).
+    batch_checked: HashMap<String, DateTime<Utc>>,
+    /// `batch_checked` changed since the last commit.
+    batch_dirty: bool,
+    /// When a batch monitor's timer fires next (none: look again).
+    batch_next: Option<DateTime<Utc>>,
+    /// Runs already reported as never finished by this owner.
+    never_finished: HashSet<i64>,
 }
 
 /// An instance being changed in one step.
@@ -178,11 +193,18 @@ impl Monitor {
             clock,
             sources,
             workflows,
+            batch: Arc::default(),
             node: node.into(),
             settings,
             wake,
             progress: watch::channel(Progress::default()).0,
         }
+    }
+
+    /// The batch monitors it also runs (default: none).
+    pub fn with_batch_monitors(mut self, batch: Arc<BatchMonitors>) -> Monitor {
+        self.batch = batch;
+        self
     }
 
     pub fn progress(&self) -> watch::Receiver<Progress> {
@@ -234,7 +256,8 @@ impl Monitor {
         let Some(o) = owned else {
             return self.settings.poll;
         };
-        let Ok(Some(due)) = self.store.monitor_next_due().await else {
+        let instances = self.store.monitor_next_due().await.ok().flatten();
+        let Some(due) = [instances, o.batch_next].into_iter().flatten().min() else {
             return self.settings.poll;
         };
         let now = self.clock.now();
@@ -242,7 +265,10 @@ impl Monitor {
             return std::time::Duration::ZERO;
         }
         let wait = self.clock.real_duration(due - now);
-        if wait <= self.settings.poll * 2 && o.prefetched.as_ref().is_none_or(|p| p.0 != due) {
+        if Some(due) == instances
+            && wait <= self.settings.poll * 2
+            && o.prefetched.as_ref().is_none_or(|p| p.0 != due)
+        {
             match self.store.monitor_due(due, TIMER_BATCH).await {
                 Ok(records) => o.prefetched = Some((due, records)),
                 Err(e) => tracing::debug!(error = %e, "prefetching due instances"),
@@ -283,7 +309,15 @@ impl Monitor {
             .read_log(o.position, self.settings.page_size, &EventFilter::default())
             .await?;
         if !page.events.is_empty() {
-            self.apply_events(o, &page.events, page.next).await?;
+            // A heartbeat is committed on its own, so the next one sees its run.
+            match page.events.iter().position(batch::is_heartbeat) {
+                Some(0) => self.apply_heartbeat(o, &page.events[0]).await?,
+                Some(h) => {
+                    let upto = page.events[h - 1].position;
+                    self.apply_events(o, &page.events[..h], upto).await?
+                }
+                None => self.apply_events(o, &page.events, page.next).await?,
+            }
             return Ok(false);
         }
         let now = self.clock.now();
@@ -297,6 +331,9 @@ impl Monitor {
         };
         if !due.is_empty() {
             self.fire(o, due, now).await?;
+            return Ok(false);
+        }
+        if self.batch_timers(o, now).await? {
             return Ok(false);
         }
         self.housekeeping(o, now).await?;
@@ -321,6 +358,10 @@ impl Monitor {
             .as_ref()
             .and_then(|s| s.get("dead_since")?.as_str()?.parse().ok())
             .unwrap_or_else(|| self.clock.now());
+        let batch_checked: HashMap<String, DateTime<Utc>> = state
+            .as_ref()
+            .and_then(|s| serde_json::from_value(s.get("batch")?.clone()).ok())
+            .unwrap_or_default();
         let mut versions = HashMap::new();
         let stored = self.store.workflow_versions().await?;
         for v in &stored {
@@ -356,6 +397,10 @@ impl Monitor {
             last_dead_letters: None,
             prefetched: None,
             dead_since,
+            batch_checked,
+            batch_dirty: false,
+            batch_next: None,
+            never_finished: HashSet::new(),
         })
     }
 
@@ -366,14 +411,16 @@ impl Monitor {
         position: LogPosition,
         now: DateTime<Utc>,
     ) -> Result<(), Error> {
-        self.commit_as(o, writes, position, now, false).await
+        self.commit_with(o, writes, Vec::new(), position, now, false)
+            .await
     }
 
     /// One fenced commit; `findings_only` writes only the findings of stored instances.
-    async fn commit_as(
+    pub(crate) async fn commit_with(
         &self,
         o: &mut Owned,
         writes: Vec<InstanceWrite>,
+        runs: Vec<switchyard_store::RunWrite>,
         position: LogPosition,
         now: DateTime<Utc>,
         findings_only: bool,
@@ -385,20 +432,27 @@ impl Monitor {
                     .iter()
                     .map(|f| (w.instance.workflow.clone(), f.kind.as_str()))
             })
+            .chain(runs.iter().flat_map(|r| {
+                r.findings
+                    .iter()
+                    .map(|f| (r.run.monitor.clone(), f.kind.as_str()))
+            }))
             .collect();
         let commit = MonitorCommit {
             lease: o.lease.clone(),
             checkpoint: Some(serde_json::json!({
                 "position": position.to_string(),
                 "dead_since": o.dead_since.to_rfc3339(),
+                "batch": o.batch_checked,
             })),
             versions: o.unsaved.clone(),
             writes,
-            runs: Vec::new(),
+            runs,
             now,
             findings_only,
         };
         self.store.monitor_commit(commit).await?;
+        o.batch_dirty = false;
         o.unsaved.clear();
         o.position = position;
         for (workflow, kind) in findings {
@@ -748,10 +802,11 @@ impl Monitor {
             })
             .collect();
         if !with_findings.is_empty() {
-            self.commit_as(o, with_findings, position, now, true)
+            self.commit_with(o, with_findings, Vec::new(), position, now, true)
                 .await?;
         }
-        self.commit_as(o, writes, position, now, false).await
+        self.commit_with(o, writes, Vec::new(), position, now, false)
+            .await
     }
 
     /// Deliveries of the instances' events that became dead letters since the last look

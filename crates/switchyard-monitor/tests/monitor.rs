@@ -6,6 +6,7 @@
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Value, json};
 use std::sync::Arc;
+use switchyard_core::batch::BatchMonitors;
 use switchyard_core::config::Config;
 use switchyard_core::instance::{FindingKind, InstanceState};
 use switchyard_core::sources::Sources;
@@ -33,6 +34,17 @@ name = "wms"
 kind = "cloudevents"
 source = "https://wms.example"
 keys = { sale_order = ".data.order", picking = ".data.picking" }
+
+[[batch_monitors]]
+name = "nightly"
+title = "Nightly cost roll-up"
+criticality = "P3"
+schedule = "0 1 * * *"
+timezone = "Europe/Berlin"
+grace_seconds = 900
+max_duration_seconds = 3600
+expected_count = 1000
+count_tolerance = 0.1
 
 [[workflows]]
 name = "order_to_cash"
@@ -92,6 +104,7 @@ struct World {
     clock: ManualClock,
     sources: Arc<Sources>,
     workflows: Arc<Workflows>,
+    batch: Arc<BatchMonitors>,
     /// The seq of the last event stored.
     last: std::sync::Mutex<i64>,
     _dir: Option<tempfile::TempDir>,
@@ -142,6 +155,7 @@ fn world(store: SharedStore, dir: Option<tempfile::TempDir>) -> World {
         clock: ManualClock::new(t0()),
         sources: Arc::new(Sources::compile(&config).unwrap()),
         workflows: Arc::new(Workflows::compile(&config).unwrap()),
+        batch: Arc::new(BatchMonitors::compile(&config.batch_monitors).unwrap()),
         last: std::sync::Mutex::new(0),
         _dir: dir,
     }
@@ -168,7 +182,8 @@ impl World {
                 dead_letter_scan: std::time::Duration::ZERO,
                 ..Default::default()
             },
-        );
+        )
+        .with_batch_monitors(self.batch.clone());
         let progress = m.progress();
         let cancel = CancellationToken::new();
         let task = tokio::spawn(m.run(cancel.clone()));
@@ -209,11 +224,10 @@ impl World {
             v["time"] = json!(t.to_rfc3339());
         }
         let event: CloudEvent = CloudEvent::from_json(v).unwrap().event;
-        let (keys, errors) = self
-            .sources
-            .for_cloudevent(&event.source)
-            .unwrap()
-            .extract_keys(&event);
+        let (keys, errors) = match self.sources.for_cloudevent(&event.source) {
+            Some(source) => source.extract_keys(&event),
+            None => (Vec::new(), Vec::new()), // heartbeats
+        };
         assert!(errors.is_empty(), "{errors:?}");
         let appended = self
             .store
@@ -258,9 +272,15 @@ impl World {
         .unwrap();
     }
 
+    /// The workflow findings (batch runs have their own).
     async fn findings(&self) -> Vec<FindingRecord> {
+        self.findings_of("workflow").await
+    }
+
+    async fn findings_of(&self, subject: &str) -> Vec<FindingRecord> {
         self.store
             .list_findings(&FindingFilter {
+                subject: Some(subject.into()),
                 limit: 1000,
                 ..Default::default()
             })
@@ -740,6 +760,122 @@ async fn a_dead_letter_of_an_instance_event_is_a_finding(w: World) {
     n.task.await.unwrap();
 }
 
+fn utc(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+/// A week of a nightly job at 01:00 Berlin time, across the change to summer time on
+/// 2026-03-29 (01:00 is 00:00 UTC before it and 23:00 UTC the day before after it).
+async fn batch_runs_over_a_week_across_daylight_saving(w: World) {
+    w.clock.set(utc("2026-03-24T12:00:00Z"));
+    let mut m = w.start("node-a");
+    w.settle(&mut m).await;
+    let beat = |status: &'static str, count: Option<i64>| {
+        let mut data = json!({ "monitor": "nightly" });
+        if let Some(c) = count {
+            data["count"] = json!(c);
+        }
+        (format!("switchyard.heartbeat.{status}"), data)
+    };
+    // (when, heartbeat or none: just let time pass)
+    let week: Vec<(&str, Option<(String, Value)>)> = vec![
+        ("2026-03-25T00:02:00Z", Some(beat("start", None))),
+        ("2026-03-25T00:30:00Z", Some(beat("finish", Some(1000)))),
+        // 26th: nothing comes; missed at 00:15
+        ("2026-03-26T00:14:59Z", None),
+        ("2026-03-26T00:15:00Z", None),
+        // 27th: missed at 00:15, then it starts late
+        ("2026-03-27T00:15:00Z", None),
+        ("2026-03-27T00:40:00Z", Some(beat("start", None))),
+        ("2026-03-27T01:00:00Z", Some(beat("finish", Some(1050)))),
+        // 28th: starts and never finishes
+        ("2026-03-28T00:05:00Z", Some(beat("start", None))),
+        ("2026-03-28T01:04:59Z", None),
+        ("2026-03-28T01:05:00Z", None),
+        // 29th, 01:00 CET: succeeds with too few records
+        ("2026-03-29T00:01:00Z", Some(beat("start", None))),
+        ("2026-03-29T00:30:00Z", Some(beat("finish", Some(500)))),
+        // 30th, 01:00 CEST = 29th 23:00 UTC: on time
+        ("2026-03-29T23:01:00Z", Some(beat("start", None))),
+        ("2026-03-29T23:20:00Z", Some(beat("finish", Some(990)))),
+        ("2026-03-30T00:30:00Z", None),
+        // 31st, 01:00 CEST = 30th 23:00 UTC: nothing
+        ("2026-03-30T23:15:00Z", None),
+        ("2026-04-01T12:00:00Z", None),
+    ];
+    let mut n = 0;
+    for (at, beat) in week {
+        w.clock.set(utc(at));
+        if let Some((ty, data)) = beat {
+            n += 1;
+            w.send("/switchyard/heartbeats", &ty, &format!("hb{n}"), None, data)
+                .await;
+        }
+        w.settle(&mut m).await;
+    }
+    assert!(w.findings().await.is_empty());
+    let f = w.findings_of("batch").await;
+    let got: Vec<(FindingKind, DateTime<Utc>)> =
+        f.iter().map(|f| (f.finding.kind, f.finding.at)).collect();
+    assert_eq!(
+        got,
+        [
+            (FindingKind::MissedRun, utc("2026-03-26T00:15:00Z")),
+            (FindingKind::MissedRun, utc("2026-03-27T00:15:00Z")),
+            (FindingKind::LateRun, utc("2026-03-27T00:40:00Z")),
+            (FindingKind::NeverFinished, utc("2026-03-28T01:05:00Z")),
+            (FindingKind::CountOutOfRange, utc("2026-03-29T00:30:00Z")),
+            (FindingKind::MissedRun, utc("2026-03-30T23:15:00Z")),
+        ],
+        "{:#?}",
+        f.iter().map(|f| &f.finding.message).collect::<Vec<_>>()
+    );
+    assert!(
+        f.iter()
+            .all(|f| f.subject == "batch" && f.workflow == "nightly")
+    );
+    assert!(
+        f[4].finding
+            .message
+            .contains("500 records; expected 900 to 1100"),
+        "{}",
+        f[4].finding.message
+    );
+    assert!(
+        f[5].finding.message.contains("2026-03-31 01:00 CEST"),
+        "{}",
+        f[5].finding.message
+    );
+    let runs = w
+        .store
+        .list_runs(&switchyard_store::RunFilter {
+            monitor: Some("nightly".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let slots: Vec<(Option<DateTime<Utc>>, &str)> = runs
+        .iter()
+        .rev()
+        .map(|r| (r.run.slot, r.run.status.as_str()))
+        .collect();
+    assert_eq!(
+        slots,
+        [
+            (Some(utc("2026-03-25T00:00:00Z")), "succeeded"),
+            (Some(utc("2026-03-26T00:00:00Z")), "missed"),
+            (Some(utc("2026-03-27T00:00:00Z")), "succeeded"),
+            (Some(utc("2026-03-28T00:00:00Z")), "running"),
+            (Some(utc("2026-03-29T00:00:00Z")), "succeeded"),
+            (Some(utc("2026-03-29T23:00:00Z")), "succeeded"),
+            (Some(utc("2026-03-30T23:00:00Z")), "missed"),
+        ]
+    );
+    m.cancel.cancel();
+    m.task.await.unwrap();
+}
+
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -769,4 +905,5 @@ on_both!(
     a_linking_event_merges_provisional_instances,
     events_out_of_order_and_duplicated,
     a_dead_letter_of_an_instance_event_is_a_finding,
+    batch_runs_over_a_week_across_daylight_saving,
 );

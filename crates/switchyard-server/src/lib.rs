@@ -63,6 +63,8 @@ pub struct AppState {
     pub capture: Arc<odoo_capture::Capture>,
     /// The workflows the monitor follows (as configured now).
     pub workflows: Arc<switchyard_core::workflows::Workflows>,
+    /// The batch monitors heartbeats are for.
+    pub batch: Arc<switchyard_core::batch::BatchMonitors>,
 }
 
 impl AppState {
@@ -93,7 +95,17 @@ impl AppState {
             )),
             capture: Arc::new(odoo_capture::Capture::default()),
             workflows: Arc::default(),
+            batch: Arc::default(),
         }
+    }
+
+    /// The configured batch monitors (default: none).
+    pub fn with_batch_monitors(
+        mut self,
+        batch: Arc<switchyard_core::batch::BatchMonitors>,
+    ) -> Self {
+        self.batch = batch;
+        self
     }
 
     /// The configured workflows (default: none).
@@ -309,6 +321,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/instances/{id}", get(monitor_api::get_instance))
         .route("/v1/findings", get(monitor_api::list_findings))
         .route("/v1/trace", get(monitor_api::trace))
+        .route(
+            "/v1/heartbeats/{monitor}",
+            axum::routing::post(monitor_api::post_heartbeat),
+        )
+        .route("/v1/batch-monitors", get(monitor_api::list_batch_monitors))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))

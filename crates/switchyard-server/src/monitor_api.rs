@@ -3,9 +3,12 @@
 //! trace of a business key across every source. Read-only: the monitor owns the data.
 
 use crate::AppState;
-use crate::api::{ApiResult, bad_param, check_limit, event_json, parse_query, time_param};
+use crate::api::{
+    ApiResult, bad_param, check_limit, event_json, json_body, parse_query, time_param,
+};
 use crate::error::{ApiError, Problem};
 use axum::Json;
+use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
@@ -332,4 +335,139 @@ pub async fn trace(
         "truncated": page.events.len() == limit,
     }))
     .into_response())
+}
+
+/// The body of `POST /v1/heartbeats/{monitor}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatBody {
+    /// `start`, `finish` or `fail`.
+    pub status: String,
+    /// The job's own id of the run: ties its start to its finish, and makes a repeated
+    /// heartbeat a duplicate.
+    pub run_id: Option<String>,
+    /// Records processed (with `finish`).
+    pub count: Option<i64>,
+    /// Why it failed, or anything the job wants to say.
+    pub message: Option<String>,
+}
+
+/// `POST /v1/heartbeats/{monitor}`: a batch job reports its start, finish (with a record
+/// count) or failure. Stored as an event in the log (type `switchyard.heartbeat.<status>`),
+/// which the monitor applies like any other: 202 once it is durable, 200 for a repeat of a
+/// heartbeat with the same `run_id` and status.
+pub async fn post_heartbeat(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(monitor): Path<String>,
+    body: Body,
+) -> ApiResult {
+    state.authorize(&headers, Permission::Ingest).await?;
+    if state.batch.get(&monitor).is_none() {
+        return Err(ApiError::new(
+            Problem::NotFound,
+            format!("no batch monitor \"{monitor}\""),
+        ));
+    }
+    let b: HeartbeatBody = json_body(
+        &headers,
+        body,
+        "{\"status\": \"start\" | \"finish\" | \"fail\", …}",
+    )
+    .await?;
+    if !["start", "finish", "fail"].contains(&b.status.as_str()) {
+        return Err(bad_param("status", "must be start, finish or fail"));
+    }
+    if b.count.is_some_and(|c| c < 0) {
+        return Err(bad_param("count", "must be 0 or more"));
+    }
+    if b.run_id
+        .as_ref()
+        .is_some_and(|r| r.is_empty() || r.len() > 128)
+    {
+        return Err(bad_param("run_id", "must be 1 to 128 characters"));
+    }
+    if b.message.as_ref().is_some_and(|m| m.len() > 2000) {
+        return Err(bad_param("message", "must be at most 2000 bytes"));
+    }
+    let now = state.clock.now();
+    let data = switchyard_monitor::Heartbeat {
+        monitor: monitor.clone(),
+        run_id: b.run_id.clone(),
+        count: b.count,
+        message: b.message,
+    };
+    let id = match &b.run_id {
+        Some(run) => format!("{monitor}/{run}/{}", b.status),
+        None => uuid::Uuid::new_v4().to_string(),
+    };
+    let event = switchyard_core::CloudEvent::from_json(json!({
+        "specversion": "1.0",
+        "id": id,
+        "source": "/switchyard/heartbeats",
+        "type": format!("{}{}", switchyard_monitor::HEARTBEAT_TYPE, b.status),
+        "subject": monitor,
+        "time": now.to_rfc3339(),
+        "data": data,
+    }))
+    .map_err(|_| ApiError::new(Problem::Internal, "heartbeat event".to_string()))?
+    .event;
+    let appended = state
+        .store
+        .append_events(vec![switchyard_store::NewEvent {
+            event,
+            received_at: now,
+            keys: Vec::new(),
+            deliveries: Vec::new(),
+        }])
+        .await?;
+    let (status, code) = match appended.first() {
+        Some(switchyard_store::Appended::Duplicate { .. }) => {
+            ("duplicate", axum::http::StatusCode::OK)
+        }
+        _ => ("stored", axum::http::StatusCode::ACCEPTED),
+    };
+    let seq = appended.first().map(|a| a.seq());
+    Ok((
+        code,
+        Json(json!({ "status": status, "seq": seq, "id": id })),
+    )
+        .into_response())
+}
+
+/// `GET /v1/batch-monitors`: each batch monitor, its next scheduled run, the count range it
+/// expects now, and its recent runs (newest first).
+pub async fn list_batch_monitors(State(state): State<AppState>, headers: HeaderMap) -> ApiResult {
+    state.authorize(&headers, Permission::Read).await?;
+    let now = state.clock.now();
+    let mut out = Vec::new();
+    for m in &state.batch.list {
+        let runs = state
+            .store
+            .list_runs(&switchyard_store::RunFilter {
+                monitor: Some(m.name.clone()),
+                limit: 20,
+                ..Default::default()
+            })
+            .await?;
+        let recent: Vec<i64> = runs
+            .iter()
+            .filter(|r| r.run.status == switchyard_core::batch::RunStatus::Succeeded)
+            .filter_map(|r| r.run.count)
+            .collect();
+        out.push(json!({
+            "name": m.name,
+            "title": m.title,
+            "criticality": m.criticality.as_str(),
+            "schedule": m.expression,
+            "runs_per_window": m.window.map(|(len, min)| json!({"window_seconds": len.num_seconds(), "min": min})),
+            "timezone": m.timezone.name(),
+            "grace_seconds": m.grace.num_seconds(),
+            "max_duration_seconds": m.max_duration.map(|d| d.num_seconds()),
+            "next_run": m.next_slot(now),
+            "expected_count": m.count_range(&recent).map(|(low, high)| json!({"min": low, "max": high})),
+            "runs": runs,
+        }));
+    }
+    Ok(Json(json!({ "batch_monitors": out })).into_response())
 }

@@ -41,9 +41,14 @@ pub struct TraceArgs {
 pub struct FindingsArgs {
     #[command(flatten)]
     pub client: ClientArgs,
+    /// `workflow` or `batch` (both by default).
+    #[arg(long)]
+    pub subject: Option<String>,
+    /// A workflow's or a batch monitor's name.
     #[arg(long)]
     pub workflow: Option<String>,
-    /// breach, at_risk, stalled, out_of_sequence, duplicate, missing, delivery_failed.
+    /// breach, at_risk, stalled, out_of_sequence, duplicate, missing, delivery_failed,
+    /// missed_run, late_run, never_finished, run_failed, count_out_of_range.
     #[arg(long)]
     pub kind: Option<String>,
     /// Became true at or after this RFC 3339 time.
@@ -226,6 +231,7 @@ pub async fn trace(a: TraceArgs) -> anyhow::Result<()> {
 pub async fn findings(a: FindingsArgs) -> anyhow::Result<()> {
     let c = Client::new(&a.client)?;
     let q = query(&[
+        ("subject", a.subject.clone()),
         ("workflow", a.workflow.clone()),
         ("kind", a.kind.clone()),
         ("since", a.since.clone()),

@@ -191,6 +191,11 @@ pub async fn start(
             .map_err(|p| anyhow::anyhow!("workflows: {p:?}"))?,
     );
     let state = state.with_workflows(workflows.clone());
+    let batch = std::sync::Arc::new(
+        switchyard_core::batch::BatchMonitors::compile(&config.batch_monitors)
+            .map_err(|p| anyhow::anyhow!("batch monitors: {p:?}"))?,
+    );
+    let state = state.with_batch_monitors(batch.clone());
     let monitor = switchyard_monitor::Monitor::new(
         store.clone(),
         clock.clone(),
@@ -202,7 +207,8 @@ pub async fn start(
             archive_after: chrono::Duration::days(config.monitor.archive_after_days.into()),
             ..Default::default()
         },
-    );
+    )
+    .with_batch_monitors(batch);
     let usage = Usage {
         store: store.clone(),
         clock: clock.clone(),

@@ -29,6 +29,12 @@ kind = "cloudevents"
 source = "/wms"
 keys = { sale_order = ".data.order", picking = ".data.picking" }
 
+[[batch_monitors]]
+name = "export"
+criticality = "P3"
+schedule = "0 2 * * *"
+expected_count = 100
+
 [[workflows]]
 name = "order_to_cash"
 title = "Shop order"
@@ -259,6 +265,80 @@ fn an_order_is_followed_across_systems_and_its_breach_reported() {
                 assert_eq!(v["errors"][0]["field"], field, "{path}: {v}");
             }
         }
+        // Heartbeats: a run with too few records; a repeat is a duplicate; bad input is refused.
+        let post = |path: &str, body: &str| {
+            let r = reqwest::blocking::Client::new()
+                .post(format!("{}{path}", inst.base()))
+                .bearer_auth(&token)
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()
+                .unwrap();
+            let status = r.status().as_u16();
+            let ct = r
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default();
+            (status, ct, r.json::<Value>().unwrap_or(Value::Null))
+        };
+        let (s, _, v) = post(
+            "/v1/heartbeats/export",
+            r#"{"status": "start", "run_id": "r1"}"#,
+        );
+        assert_eq!(s, 202, "{v}");
+        let (s, _, v) = post(
+            "/v1/heartbeats/export",
+            r#"{"status": "finish", "run_id": "r1", "count": 12}"#,
+        );
+        assert_eq!(s, 202, "{v}");
+        let (s, _, v) = post(
+            "/v1/heartbeats/export",
+            r#"{"status": "finish", "run_id": "r1", "count": 12}"#,
+        );
+        assert_eq!((s, v["status"].as_str()), (200, Some("duplicate")));
+        for (path, body, status, field) in [
+            ("/v1/heartbeats/nope", r#"{"status": "start"}"#, 404, ""),
+            (
+                "/v1/heartbeats/export",
+                r#"{"status": "done"}"#,
+                400,
+                "status",
+            ),
+            (
+                "/v1/heartbeats/export",
+                r#"{"status": "finish", "count": -1}"#,
+                400,
+                "count",
+            ),
+            (
+                "/v1/heartbeats/export",
+                r#"{"status": "start", "extra": 1}"#,
+                400,
+                "",
+            ),
+            ("/v1/heartbeats/export", "{not json", 400, ""),
+        ] {
+            let (s, ct, v) = post(path, body);
+            assert_eq!(s, status, "{path} {body}: {v}");
+            assert_eq!(ct, "application/problem+json");
+            if !field.is_empty() {
+                assert_eq!(v["errors"][0]["field"], field, "{v}");
+            }
+        }
+        let v = wait_for(&inst, &token, "/v1/findings?subject=batch", |v| {
+            v["findings"].as_array().is_some_and(|f| !f.is_empty())
+        });
+        assert_eq!(v["findings"][0]["kind"], "count_out_of_range");
+        assert_eq!(v["findings"][0]["instance_key"], "r1");
+        let (_, _, v) = get(&inst, &token, "/v1/batch-monitors");
+        let m = &v["batch_monitors"][0];
+        assert_eq!(m["name"], "export");
+        assert_eq!(m["runs"].as_array().unwrap().len(), 1, "{m}");
+        assert_eq!(m["runs"][0]["count"], 12);
+        assert_eq!(m["runs"][0]["status"], "succeeded");
+        let out = ok(&inst, &token, &["findings", "--subject", "batch"]);
+        assert!(out.contains("count_out_of_range"), "{out}");
         inst.sigterm();
     }
 }
@@ -267,6 +347,7 @@ fn an_order_is_followed_across_systems_and_its_breach_reported() {
 fn check_refuses_broken_workflows_with_their_position() {
     let dir = tempfile::tempdir().unwrap();
     let broken = WORKFLOW
+        .replace("schedule = \"0 2 * * *\"", "schedule = \"0 2 * *\"")
         .replace(
             "source = \"wms\"\ntype = \"shipment.shipped\"",
             "source = \"wms2\"\ntype = \"shipment.shipped\"",
@@ -279,6 +360,8 @@ fn check_refuses_broken_workflows_with_their_position() {
     assert!(err.contains("workflows[0].steps[2].source"), "{err}");
     assert!(err.contains("no source is named \"wms2\""), "{err}");
     assert!(err.contains("the step order loops"), "{err}");
+    assert!(err.contains("batch_monitors[0].schedule"), "{err}");
+    assert!(err.contains("five fields"), "{err}");
     let written = std::fs::read_to_string(&inst.config).unwrap();
     let line = written
         .lines()
