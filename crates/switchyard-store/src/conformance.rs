@@ -50,6 +50,7 @@ macro_rules! store_conformance_suite {
             monitor_merge_moves_findings_and_aliases,
             monitor_archive_removes_closed_instances_only,
             monitor_timer_commits_findings_first_and_keeps_aliases,
+            monitor_runs_are_written_with_their_findings,
             closed_store_refuses_writes
         );
     };
@@ -1936,6 +1937,7 @@ pub async fn purging_events_takes_their_finished_deliveries(store: SharedStore) 
 
 // ---- the workflow monitor ----
 
+use switchyard_core::batch::{BatchRun, RunStatus};
 use switchyard_core::instance::{Evidence, Finding, FindingKind, Hit, Instance, InstanceState};
 
 /// An open instance of `workflow` started at `started` (with sub-microsecond parts in its
@@ -2016,6 +2018,51 @@ fn commit(lease: &Lease, writes: Vec<InstanceWrite>, now: DateTime<Utc>) -> Moni
         versions: Vec::new(),
         writes,
         now,
+    }
+}
+
+/// What a commit of instance writes only returns.
+fn committed(instances: Vec<i64>, findings: u64) -> MonitorCommitted {
+    MonitorCommitted {
+        instances,
+        runs: Vec::new(),
+        findings,
+    }
+}
+
+/// A run of `monitor` scheduled at `slot` that started then.
+fn batch_run(
+    monitor: &str,
+    run_id: Option<&str>,
+    slot: Option<DateTime<Utc>>,
+    status: RunStatus,
+) -> BatchRun {
+    BatchRun {
+        monitor: monitor.into(),
+        run_id: run_id.map(str::to_string),
+        slot,
+        started_at: slot,
+        finished_at: None,
+        status,
+        count: None,
+        message: None,
+    }
+}
+
+fn run_finding(kind: FindingKind, at: DateTime<Utc>) -> Finding {
+    Finding {
+        step: "run".into(),
+        kind,
+        at,
+        message: format!("run: {}", kind.as_str()),
+        evidence: Vec::new(),
+    }
+}
+
+fn runs(limit: usize) -> RunFilter {
+    RunFilter {
+        limit,
+        ..Default::default()
     }
 }
 
@@ -2100,7 +2147,12 @@ pub async fn monitor_commit_writes_instances_aliases_and_findings_once(store: Sh
     );
     c.checkpoint = Some(serde_json::json!({"after": "0.5"}));
     c.versions = vec![version.clone()];
-    let (written, inserted) = store.monitor_commit(c).await.unwrap();
+    let MonitorCommitted {
+        instances: written,
+        runs,
+        findings: inserted,
+    } = store.monitor_commit(c).await.unwrap();
+    assert!(runs.is_empty());
     assert_eq!(written.len(), 3);
     assert_eq!(inserted, 2);
     let (id1, id2, id3) = (written[0], written[1], written[2]);
@@ -2213,7 +2265,10 @@ pub async fn monitor_commit_writes_instances_aliases_and_findings_once(store: Sh
             ..version.clone()
         },
     ];
-    assert_eq!(store.monitor_commit(again).await.unwrap(), (vec![], 0));
+    assert_eq!(
+        store.monitor_commit(again).await.unwrap(),
+        committed(vec![], 0)
+    );
     let versions = store.workflow_versions().await.unwrap();
     assert_eq!(versions.len(), 2);
     assert_eq!(versions[0], version, "the first definition of v1 is kept");
@@ -2232,7 +2287,7 @@ pub async fn monitor_commit_writes_instances_aliases_and_findings_once(store: Sh
             .monitor_commit(commit(&lease, vec![update], later))
             .await
             .unwrap(),
-        (vec![id1], 0)
+        committed(vec![id1], 0)
     );
     let stored = store.get_instance(id1).await.unwrap().unwrap();
     assert_eq!(stored.instance.state, InstanceState::AtRisk);
@@ -2263,7 +2318,10 @@ pub async fn monitor_commit_writes_instances_aliases_and_findings_once(store: Sh
     };
     let mut c = commit(&lease, vec![update], later);
     c.checkpoint = Some(serde_json::json!({"after": "0.9"}));
-    assert_eq!(store.monitor_commit(c).await.unwrap(), (vec![id1], 1));
+    assert_eq!(
+        store.monitor_commit(c).await.unwrap(),
+        committed(vec![id1], 1)
+    );
     assert_eq!(
         store.lease_state("monitor").await.unwrap(),
         Some(serde_json::json!({"after": "0.9"}))
@@ -2518,6 +2576,11 @@ pub async fn monitor_commit_is_fenced_by_the_lease_epoch(store: SharedStore) {
             definition: serde_json::json!({}),
             created_at: takeover,
         }];
+        c.runs = vec![RunWrite {
+            id: None,
+            run: batch_run("nightly", None, Some(t0()), RunStatus::Running),
+            findings: vec![run_finding(FindingKind::LateRun, t0())],
+        }];
         c
     };
     match store.monitor_commit(step(&a, 99)).await {
@@ -2542,6 +2605,7 @@ pub async fn monitor_commit_is_fenced_by_the_lease_epoch(store: SharedStore) {
             .is_empty()
     );
     assert!(store.workflow_versions().await.unwrap().is_empty());
+    assert!(store.list_runs(&runs(10)).await.unwrap().is_empty());
     assert_eq!(store.monitor_next_due().await.unwrap(), None);
     assert!(
         store
@@ -2557,8 +2621,22 @@ pub async fn monitor_commit_is_fenced_by_the_lease_epoch(store: SharedStore) {
     );
 
     // the new owner's commit goes through
-    let (written, inserted) = store.monitor_commit(step(&b, 2)).await.unwrap();
-    assert_eq!((written.len(), inserted), (1, 1));
+    let MonitorCommitted {
+        instances: written,
+        runs: run_ids,
+        findings: inserted,
+    } = store.monitor_commit(step(&b, 2)).await.unwrap();
+    assert_eq!((written.len(), run_ids.len(), inserted), (1, 1, 2));
+    assert_eq!(
+        store
+            .list_runs(&runs(10))
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect::<Vec<_>>(),
+        run_ids
+    );
     assert_eq!(
         store.lease_state("monitor").await.unwrap(),
         Some(serde_json::json!({"n": 2}))
@@ -2589,7 +2667,7 @@ pub async fn monitor_commit_writes_nothing_when_a_write_fails(store: SharedStore
         t0(),
     );
     c.checkpoint = Some(serde_json::json!({"n": 1}));
-    let (written, _) = store.monitor_commit(c).await.unwrap();
+    let written = store.monitor_commit(c).await.unwrap().instances;
 
     // a new instance, then an update of one that does not exist: the whole step fails
     let mut c = commit(
@@ -2685,7 +2763,11 @@ pub async fn monitor_merge_moves_findings_and_aliases(store: SharedStore) {
         FindingKind::Stalled,
         t0() + Duration::minutes(27),
     );
-    let (written, inserted) = store
+    let MonitorCommitted {
+        instances: written,
+        findings: inserted,
+        ..
+    } = store
         .monitor_commit(commit(
             &lease,
             vec![
@@ -2736,7 +2818,7 @@ pub async fn monitor_merge_moves_findings_and_aliases(store: SharedStore) {
             .monitor_commit(commit(&lease, vec![merge], later))
             .await
             .unwrap(),
-        (vec![survivor], 0)
+        committed(vec![survivor], 0)
     );
     assert!(store.get_instance(other).await.unwrap().is_none());
     assert!(store.get_instance(third).await.unwrap().is_none());
@@ -2842,7 +2924,7 @@ pub async fn monitor_archive_removes_closed_instances_only(store: SharedStore) {
         i.closed_at = Some(t0() + Duration::minutes(minutes));
         i
     };
-    let (written, _) = store
+    let written = store
         .monitor_commit(commit(
             &lease,
             vec![
@@ -2866,7 +2948,8 @@ pub async fn monitor_archive_removes_closed_instances_only(store: SharedStore) {
             t0(),
         ))
         .await
-        .unwrap();
+        .unwrap()
+        .instances;
     let cutoff = t0() + Duration::minutes(120);
     // oldest closed first, up to the limit
     assert_eq!(store.archive_instances(cutoff, 1).await.unwrap(), 1);
@@ -2929,14 +3012,15 @@ pub async fn monitor_timer_commits_findings_first_and_keeps_aliases(store: Share
         &[("shop_order", "#1"), ("sale_order", "S1")],
         t0(),
     );
-    let (ids_, _) = store
+    let ids_ = store
         .monitor_commit(commit(
             &lease,
             vec![new_write(one.clone(), Some(due), vec![])],
             t0(),
         ))
         .await
-        .unwrap();
+        .unwrap()
+        .instances;
     let id = ids_[0];
     // another instance now owns S1
     let two = instance(
@@ -2959,7 +3043,7 @@ pub async fn monitor_timer_commits_findings_first_and_keeps_aliases(store: Share
         due,
     );
     only.findings_only = true;
-    let (_, inserted) = store.monitor_commit(only).await.unwrap();
+    let inserted = store.monitor_commit(only).await.unwrap().findings;
     assert_eq!(inserted, 1);
     let stored = store.get_instance(id).await.unwrap().unwrap();
     assert_eq!(
@@ -2971,7 +3055,7 @@ pub async fn monitor_timer_commits_findings_first_and_keeps_aliases(store: Share
     let mut later = one.clone();
     later.state = InstanceState::Breached;
     later.raised.push(("confirmed".into(), FindingKind::Breach));
-    let (_, inserted) = store
+    let inserted = store
         .monitor_commit(commit(
             &lease,
             vec![InstanceWrite {
@@ -2982,7 +3066,8 @@ pub async fn monitor_timer_commits_findings_first_and_keeps_aliases(store: Share
             due,
         ))
         .await
-        .unwrap();
+        .unwrap()
+        .findings;
     assert_eq!(inserted, 0, "the same finding again is not a second one");
     let stored = store.get_instance(id).await.unwrap().unwrap();
     assert_eq!(stored.instance, later);
@@ -2998,5 +3083,496 @@ pub async fn monitor_timer_commits_findings_first_and_keeps_aliases(store: Share
     assert!(
         store.monitor_commit(stray).await.is_err(),
         "findings need a stored instance"
+    );
+}
+
+/// Batch runs are written in the monitor's commit with their findings (subject `batch`,
+/// keyed by the run's id), which never mix with an instance's of the same number.
+pub async fn monitor_runs_are_written_with_their_findings(store: SharedStore) {
+    let lease = store
+        .acquire_lease("monitor", "node-a", t0(), Duration::seconds(60))
+        .await
+        .unwrap()
+        .unwrap();
+    let slot = t0() + Duration::hours(18);
+    let yesterday = slot - Duration::days(1);
+
+    // yesterday's run (succeeded) and another job's failed run
+    let mut old = batch_run("nightly", None, Some(yesterday), RunStatus::Succeeded);
+    old.finished_at = Some(yesterday + Duration::minutes(20));
+    old.count = Some(1000);
+    let mut export = batch_run("export", Some("exp-7"), None, RunStatus::Failed);
+    export.started_at = Some(t0() + Duration::minutes(30));
+    export.finished_at = Some(t0() + Duration::minutes(31));
+    export.message = Some("disk full".into());
+    let mut c = commit(&lease, Vec::new(), t0() + Duration::hours(1));
+    c.runs = [&old, &export]
+        .into_iter()
+        .map(|r| RunWrite {
+            id: None,
+            run: r.clone(),
+            findings: Vec::new(),
+        })
+        .collect();
+    let out = store.monitor_commit(c).await.unwrap();
+    assert!(out.instances.is_empty());
+    assert_eq!(out.findings, 0);
+    let (old_id, export_id) = (out.runs[0], out.runs[1]);
+    assert!(old_id < export_id, "new ids follow the writes' order");
+
+    // today's run starts late
+    let started = slot + Duration::minutes(15);
+    let now = started + Duration::seconds(1);
+    let mut nightly = batch_run("nightly", None, Some(slot), RunStatus::Running);
+    nightly.started_at = Some(started);
+    let late = run_finding(FindingKind::LateRun, slot + Duration::minutes(10));
+    let mut c = commit(&lease, Vec::new(), now);
+    c.runs = vec![RunWrite {
+        id: None,
+        run: nightly.clone(),
+        findings: vec![late.clone()],
+    }];
+    c.checkpoint = Some(serde_json::json!({"n": 1}));
+    let out = store.monitor_commit(c).await.unwrap();
+    assert!(out.instances.is_empty());
+    assert_eq!((out.runs.len(), out.findings), (1, 1));
+    let id = out.runs[0];
+    assert!(id > export_id);
+    assert_eq!(
+        store.lease_state("monitor").await.unwrap(),
+        Some(serde_json::json!({"n": 1}))
+    );
+
+    // they round-trip
+    assert_eq!(
+        store.get_run(id).await.unwrap(),
+        Some(RunRecord {
+            id,
+            run: nightly.clone(),
+            updated_at: now,
+        })
+    );
+    assert_eq!(
+        store.get_run(old_id).await.unwrap(),
+        Some(RunRecord {
+            id: old_id,
+            run: old.clone(),
+            updated_at: t0() + Duration::hours(1),
+        })
+    );
+    assert_eq!(store.get_run(export_id).await.unwrap().unwrap().run, export);
+    assert!(store.get_run(id + 1000).await.unwrap().is_none());
+
+    // listings: newest first, filtered, paged
+    let list = |f: RunFilter| {
+        let store = store.clone();
+        async move {
+            store
+                .list_runs(&f)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(list(runs(10)).await, vec![id, export_id, old_id]);
+    assert_eq!(list(runs(1)).await, vec![id]);
+    assert_eq!(
+        list(RunFilter {
+            before_id: Some(id),
+            ..runs(1)
+        })
+        .await,
+        vec![export_id]
+    );
+    assert_eq!(
+        list(RunFilter {
+            before_id: Some(export_id),
+            ..runs(10)
+        })
+        .await,
+        vec![old_id]
+    );
+    assert_eq!(
+        list(RunFilter {
+            monitor: Some("nightly".into()),
+            ..runs(10)
+        })
+        .await,
+        vec![id, old_id]
+    );
+    assert!(
+        list(RunFilter {
+            monitor: Some("weekly".into()),
+            ..runs(10)
+        })
+        .await
+        .is_empty()
+    );
+    assert_eq!(
+        list(RunFilter {
+            statuses: vec![RunStatus::Running],
+            ..runs(10)
+        })
+        .await,
+        vec![id]
+    );
+    assert_eq!(
+        list(RunFilter {
+            statuses: vec![RunStatus::Succeeded, RunStatus::Failed],
+            ..runs(10)
+        })
+        .await,
+        vec![export_id, old_id]
+    );
+    assert!(
+        list(RunFilter {
+            statuses: vec![RunStatus::Missed],
+            ..runs(10)
+        })
+        .await
+        .is_empty()
+    );
+    assert_eq!(
+        list(RunFilter {
+            slot: Some(slot),
+            ..runs(10)
+        })
+        .await,
+        vec![id]
+    );
+    assert!(
+        list(RunFilter {
+            slot: Some(slot + Duration::seconds(1)),
+            ..runs(10)
+        })
+        .await
+        .is_empty()
+    );
+    assert_eq!(
+        list(RunFilter {
+            run_id: Some("exp-7".into()),
+            ..runs(10)
+        })
+        .await,
+        vec![export_id]
+    );
+    assert_eq!(
+        list(RunFilter {
+            started_since: Some(started),
+            ..runs(10)
+        })
+        .await,
+        vec![id],
+        "started_since: started at or after"
+    );
+    assert_eq!(
+        list(RunFilter {
+            started_since: export.started_at,
+            ..runs(10)
+        })
+        .await,
+        vec![id, export_id]
+    );
+    assert_eq!(
+        list(RunFilter {
+            monitor: Some("nightly".into()),
+            statuses: vec![RunStatus::Succeeded],
+            slot: Some(yesterday),
+            started_since: Some(yesterday),
+            before_id: Some(id),
+            ..runs(10)
+        })
+        .await,
+        vec![old_id]
+    );
+
+    // it finishes with a count out of range
+    let later = now + Duration::minutes(40);
+    nightly.status = RunStatus::Succeeded;
+    nightly.finished_at = Some(later);
+    nightly.count = Some(17);
+    nightly.message = Some("done".into());
+    let out_of_range = run_finding(FindingKind::CountOutOfRange, later);
+    let mut c = commit(&lease, Vec::new(), later);
+    c.runs = vec![RunWrite {
+        id: Some(id),
+        run: nightly.clone(),
+        findings: vec![out_of_range.clone(), late.clone()],
+    }];
+    assert_eq!(
+        store.monitor_commit(c).await.unwrap(),
+        MonitorCommitted {
+            instances: Vec::new(),
+            runs: vec![id],
+            findings: 1,
+        },
+        "the late finding is not inserted twice"
+    );
+    assert_eq!(
+        store.get_run(id).await.unwrap(),
+        Some(RunRecord {
+            id,
+            run: nightly.clone(),
+            updated_at: later,
+        })
+    );
+    assert!(
+        list(RunFilter {
+            statuses: vec![RunStatus::Running],
+            ..runs(10)
+        })
+        .await
+        .is_empty()
+    );
+    let batch = FindingFilter {
+        subject: Some(SUBJECT_BATCH.into()),
+        ..all_findings()
+    };
+    let found = store.list_findings(&batch).await.unwrap();
+    assert_eq!(found.len(), 2);
+    assert_eq!(
+        (&found[0].finding, found[0].detected_at),
+        (&late, now),
+        "as raised, at the commit's time"
+    );
+    assert_eq!(
+        (&found[1].finding, found[1].detected_at),
+        (&out_of_range, later)
+    );
+    for f in &found {
+        assert_eq!(f.subject, SUBJECT_BATCH);
+        assert_eq!(f.instance_id, id);
+        assert_eq!(f.workflow, "nightly");
+        assert_eq!(f.instance_key, nightly.label());
+        assert_eq!(f.finding.step, "run");
+    }
+
+    // the same finding again inserts nothing, alone or with the run
+    let again = |findings_only: bool| {
+        let mut c = commit(&lease, Vec::new(), later + Duration::minutes(1));
+        c.findings_only = findings_only;
+        c.runs = vec![RunWrite {
+            id: Some(id),
+            run: nightly.clone(),
+            findings: vec![out_of_range.clone()],
+        }];
+        c
+    };
+    assert_eq!(
+        store.monitor_commit(again(false)).await.unwrap().findings,
+        0
+    );
+    assert_eq!(store.monitor_commit(again(true)).await.unwrap().findings, 0);
+
+    // findings_only: the findings, not the row
+    let never = run_finding(FindingKind::NeverFinished, later);
+    let mut c = commit(&lease, Vec::new(), later + Duration::minutes(2));
+    c.findings_only = true;
+    c.runs = vec![RunWrite {
+        id: Some(id),
+        run: batch_run("nightly", None, Some(slot), RunStatus::Running),
+        findings: vec![never.clone()],
+    }];
+    assert_eq!(
+        store.monitor_commit(c).await.unwrap(),
+        MonitorCommitted {
+            instances: Vec::new(),
+            runs: vec![id],
+            findings: 1,
+        }
+    );
+    let stored = store.get_run(id).await.unwrap().unwrap();
+    assert_eq!(
+        stored.run, nightly,
+        "findings_only leaves the run as it was"
+    );
+    assert_eq!(stored.updated_at, later + Duration::minutes(1));
+    let mut stray = commit(&lease, Vec::new(), later);
+    stray.findings_only = true;
+    stray.runs = vec![RunWrite {
+        id: None,
+        run: nightly.clone(),
+        findings: vec![run_finding(FindingKind::RunFailed, later)],
+    }];
+    assert!(
+        store.monitor_commit(stray).await.is_err(),
+        "findings need a stored run"
+    );
+    assert_eq!(store.list_findings(&batch).await.unwrap().len(), 3);
+
+    // An instance with the run's id has a finding of the same (step, kind): both stand,
+    // the subject tells them apart. (Ids are per table: make instances up to the run's.)
+    let mut instance_id = 0;
+    let mut instance_ids = Vec::new();
+    while instance_id < id {
+        let n = instance_ids.len();
+        let key = format!("#{n}");
+        instance_id = store
+            .monitor_commit(commit(
+                &lease,
+                vec![new_write(
+                    instance("o2c", Some(&key), &[("shop_order", &key)], t0()),
+                    None,
+                    Vec::new(),
+                )],
+                later,
+            ))
+            .await
+            .unwrap()
+            .instances[0];
+        instance_ids.push(instance_id);
+    }
+    assert_eq!(instance_id, id, "instance ids count from 1 like run ids");
+    let clash = run_finding(FindingKind::CountOutOfRange, later);
+    let mut c = commit(
+        &lease,
+        vec![InstanceWrite {
+            id: Some(id),
+            ..new_write(
+                store.get_instance(id).await.unwrap().unwrap().instance,
+                None,
+                vec![clash.clone()],
+            )
+        }],
+        later,
+    );
+    c.findings_only = true;
+    assert_eq!(store.monitor_commit(c).await.unwrap().findings, 1);
+    let workflow = FindingFilter {
+        subject: Some(SUBJECT_WORKFLOW.into()),
+        ..all_findings()
+    };
+    let theirs = store.list_findings(&workflow).await.unwrap();
+    assert_eq!(theirs.len(), 1);
+    assert_eq!(
+        (
+            theirs[0].subject.as_str(),
+            theirs[0].instance_id,
+            theirs[0].workflow.as_str(),
+            &theirs[0].finding
+        ),
+        (SUBJECT_WORKFLOW, id, "o2c", &clash)
+    );
+    let ours = store
+        .list_findings(&FindingFilter {
+            kind: Some(FindingKind::CountOutOfRange),
+            ..batch.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ours.len(), 1);
+    assert_eq!((ours[0].instance_id, &ours[0].finding), (id, &out_of_range));
+    assert!(
+        store
+            .list_findings(&batch)
+            .await
+            .unwrap()
+            .iter()
+            .all(|f| f.subject == SUBJECT_BATCH),
+        "subject batch: the runs' findings only"
+    );
+    assert_eq!(
+        store
+            .list_findings(&FindingFilter {
+                instance_id: Some(id),
+                ..all_findings()
+            })
+            .await
+            .unwrap()
+            .len(),
+        4,
+        "without a subject, an instance_id matches both"
+    );
+    assert_eq!(
+        store
+            .list_findings(&FindingFilter {
+                instance_id: Some(id),
+                ..workflow.clone()
+            })
+            .await
+            .unwrap(),
+        theirs
+    );
+
+    // Merging the instance of the run's id into another moves its findings, not the run's.
+    let survivor = instance_ids[0];
+    let merge = InstanceWrite {
+        id: Some(survivor),
+        absorbed: vec![id],
+        ..new_write(
+            store
+                .get_instance(survivor)
+                .await
+                .unwrap()
+                .unwrap()
+                .instance,
+            None,
+            Vec::new(),
+        )
+    };
+    store
+        .monitor_commit(commit(&lease, vec![merge], later))
+        .await
+        .unwrap();
+    assert!(store.get_instance(id).await.unwrap().is_none());
+    let moved = store.list_findings(&workflow).await.unwrap();
+    assert_eq!(
+        (moved[0].id, moved[0].instance_id),
+        (theirs[0].id, survivor)
+    );
+    let kept = store.list_findings(&batch).await.unwrap();
+    assert_eq!(kept.len(), 3);
+    assert!(kept.iter().all(|f| f.instance_id == id));
+
+    // an update of a run that does not exist fails the whole step
+    let runs_before = store.list_runs(&runs(100)).await.unwrap();
+    let findings_before = store.list_findings(&all_findings()).await.unwrap();
+    let instances_before = store.list_instances(&instances(100)).await.unwrap();
+    let mut c = commit(
+        &lease,
+        vec![new_write(
+            instance("o2c", Some("#new"), &[("shop_order", "#new")], t0()),
+            Some(later),
+            vec![finding("confirmed", FindingKind::AtRisk, t0())],
+        )],
+        later + Duration::hours(1),
+    );
+    c.checkpoint = Some(serde_json::json!({"n": 2}));
+    c.runs = vec![
+        RunWrite {
+            id: None,
+            run: batch_run("weekly", Some("w-1"), Some(slot), RunStatus::Running),
+            findings: vec![run_finding(FindingKind::LateRun, slot)],
+        },
+        RunWrite {
+            id: Some(id),
+            run: nightly.clone(),
+            findings: vec![run_finding(FindingKind::RunFailed, later)],
+        },
+        RunWrite {
+            id: Some(id + 1000),
+            run: nightly.clone(),
+            findings: Vec::new(),
+        },
+    ];
+    assert!(matches!(
+        store.monitor_commit(c).await,
+        Err(Error::NotFound(_))
+    ));
+    assert_eq!(store.list_runs(&runs(100)).await.unwrap(), runs_before);
+    assert_eq!(
+        store.list_findings(&all_findings()).await.unwrap(),
+        findings_before
+    );
+    assert_eq!(
+        store.list_instances(&instances(100)).await.unwrap(),
+        instances_before
+    );
+    assert_eq!(store.monitor_next_due().await.unwrap(), None);
+    assert_eq!(
+        store.lease_state("monitor").await.unwrap(),
+        Some(serde_json::json!({"n": 1}))
     );
 }

@@ -30,8 +30,8 @@ pub use delivery::{
 };
 pub use monitor::{
     FindingFilter, FindingRecord, InstanceCount, InstanceFilter, InstanceRecord, InstanceWrite,
-    MonitorCommit, RunFilter, RunRecord, RunWrite, SUBJECT_BATCH, SUBJECT_WORKFLOW, WorkflowAlias,
-    WorkflowVersion,
+    MonitorCommit, MonitorCommitted, RunFilter, RunRecord, RunWrite, SUBJECT_BATCH,
+    SUBJECT_WORKFLOW, WorkflowAlias, WorkflowVersion,
 };
 
 pub mod conformance;
@@ -663,9 +663,9 @@ pub trait Store: Send + Sync + 'static {
     async fn monitor_next_due(&self) -> Result<Option<DateTime<Utc>>>;
 
     /// Writes one monitor step in one transaction, fenced by `commit.lease` (see
-    /// [`MonitorCommit`]). Returns the id of each write, in order (new ones assigned here),
-    /// and how many findings were inserted.
-    async fn monitor_commit(&self, commit: MonitorCommit) -> Result<(Vec<i64>, u64)>;
+    /// [`MonitorCommit`]). Returns the id of each instance write and of each run write, in
+    /// order (new ones assigned here), and how many findings were inserted.
+    async fn monitor_commit(&self, commit: MonitorCommit) -> Result<MonitorCommitted>;
 
     /// Every stored workflow definition version, oldest first.
     async fn workflow_versions(&self) -> Result<Vec<WorkflowVersion>>;
@@ -689,14 +689,9 @@ pub trait Store: Send + Sync + 'static {
     async fn instance_counts(&self) -> Result<Vec<InstanceCount>>;
 
     /// Batch runs, newest first.
-    // TEMPORARY placeholder bodies until both backends implement batch runs.
-    async fn list_runs(&self, _filter: &RunFilter) -> Result<Vec<RunRecord>> {
-        Err(Error::Unavailable("batch runs: not yet implemented".into()))
-    }
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>>;
 
-    async fn get_run(&self, _id: i64) -> Result<Option<RunRecord>> {
-        Err(Error::Unavailable("batch runs: not yet implemented".into()))
-    }
+    async fn get_run(&self, id: i64) -> Result<Option<RunRecord>>;
 
     /// Deletes up to `limit` closed instances closed before `closed_before` (with their
     /// aliases; their findings stay as history). Returns how many.

@@ -65,13 +65,25 @@ pub struct MonitorCommit {
     pub writes: Vec<InstanceWrite>,
     /// Batch runs to write, with their findings.
     pub runs: Vec<RunWrite>,
-    /// Business time of the commit: `updated_at` of the instances, `detected_at` of findings.
+    /// Business time of the commit: `updated_at` of the instances and runs, `detected_at` of
+    /// findings.
     pub now: DateTime<Utc>,
-    /// Insert only the findings of the (existing) instances written, not the instances:
+    /// Insert only the findings of the (existing) instances and runs written, not their rows:
     /// timers make their findings visible at once and write the instances after; if that
     /// second commit never happens, the timers fire again and the unique constraint keeps
     /// the findings single.
     pub findings_only: bool,
+}
+
+/// What a [`MonitorCommit`] wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MonitorCommitted {
+    /// The id of each instance write, in order (new ones assigned by the commit).
+    pub instances: Vec<i64>,
+    /// The id of each run write, in order (new ones assigned by the commit).
+    pub runs: Vec<i64>,
+    /// How many findings were inserted (instances' and runs').
+    pub findings: u64,
 }
 
 /// One batch run to write in a [`MonitorCommit`].
@@ -201,4 +213,18 @@ pub(crate) fn parse_state(s: &str) -> Result<InstanceState> {
 
 pub(crate) fn parse_kind(s: &str) -> Result<FindingKind> {
     FindingKind::parse(s).ok_or_else(|| Error::Corrupt(format!("unknown finding kind {s}")))
+}
+
+pub(crate) fn parse_run_status(s: &str) -> Result<RunStatus> {
+    RunStatus::parse(s).ok_or_else(|| Error::Corrupt(format!("unknown batch run status {s}")))
+}
+
+/// The subjects a [`FindingFilter`] matches: its own, or every one. A list rather than
+/// "any when unset", so that `subject` stays the leading column the unique index is
+/// searched by when only `instance_id` is given.
+pub(crate) fn finding_subjects(f: &FindingFilter) -> Vec<&str> {
+    match &f.subject {
+        Some(s) => vec![s.as_str()],
+        None => vec![SUBJECT_WORKFLOW, SUBJECT_BATCH],
+    }
 }

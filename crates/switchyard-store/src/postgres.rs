@@ -209,6 +209,7 @@ CREATE INDEX wf_aliases_instance ON wf_aliases (instance_id);
 CREATE INDEX wf_aliases_value ON wf_aliases (value);
 CREATE TABLE wf_findings (
     id BIGSERIAL PRIMARY KEY,
+    subject TEXT NOT NULL DEFAULT 'workflow',
     instance_id BIGINT NOT NULL,
     workflow TEXT NOT NULL,
     instance_key TEXT NOT NULL,
@@ -218,7 +219,7 @@ CREATE TABLE wf_findings (
     detected_at BIGINT NOT NULL,
     message TEXT NOT NULL,
     evidence TEXT NOT NULL,
-    UNIQUE (instance_id, step, kind)
+    UNIQUE (subject, instance_id, step, kind)
 );
 CREATE INDEX wf_findings_workflow ON wf_findings (workflow, id);
 CREATE INDEX wf_findings_at ON wf_findings (at);
@@ -229,6 +230,22 @@ CREATE TABLE wf_versions (
     created_at BIGINT NOT NULL,
     PRIMARY KEY (workflow, version)
 );
+CREATE TABLE batch_runs (
+    id BIGSERIAL PRIMARY KEY,
+    monitor TEXT NOT NULL,
+    run_id TEXT,
+    slot BIGINT,
+    started_at BIGINT,
+    finished_at BIGINT,
+    status TEXT NOT NULL,
+    count BIGINT,
+    message TEXT,
+    updated_at BIGINT NOT NULL
+);
+CREATE INDEX batch_runs_monitor ON batch_runs (monitor, id);
+CREATE INDEX batch_runs_slot ON batch_runs (monitor, slot);
+CREATE INDEX batch_runs_run_id ON batch_runs (monitor, run_id);
+CREATE INDEX batch_runs_status ON batch_runs (status, started_at);
 "#,
     ),
 ];
@@ -1532,7 +1549,7 @@ impl Store for PgStore {
         wf::next_due(&c).await
     }
 
-    async fn monitor_commit(&self, commit: MonitorCommit) -> Result<(Vec<i64>, u64)> {
+    async fn monitor_commit(&self, commit: MonitorCommit) -> Result<MonitorCommitted> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(map_err)?;
         let out = wf::commit(&tx, &commit).await?;
@@ -1573,6 +1590,16 @@ impl Store for PgStore {
     async fn instance_counts(&self) -> Result<Vec<InstanceCount>> {
         let c = self.client().await?;
         wf::counts(&c).await
+    }
+
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
+        let c = self.client().await?;
+        wf::list_runs(&c, filter, filter.limit.clamp(1, 10_000) as i64).await
+    }
+
+    async fn get_run(&self, id: i64) -> Result<Option<RunRecord>> {
+        let c = self.client().await?;
+        wf::get_run(&c, id).await
     }
 
     async fn archive_instances(&self, closed_before: DateTime<Utc>, limit: usize) -> Result<u64> {

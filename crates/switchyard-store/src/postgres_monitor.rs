@@ -15,8 +15,9 @@ use std::collections::BTreeSet;
 use tokio_postgres::Row;
 
 const COLS: &str = "id, body, due_at, updated_at";
-const FINDING_COLS: &str =
-    "id, instance_id, workflow, instance_key, step, kind, at, detected_at, message, evidence";
+const FINDING_COLS: &str = "id, instance_id, workflow, instance_key, step, kind, at, detected_at, message, evidence, subject";
+const RUN_COLS: &str =
+    "id, monitor, run_id, slot, started_at, finished_at, status, count, message, updated_at";
 
 fn instance_record(r: &Row) -> Result<InstanceRecord> {
     Ok(InstanceRecord {
@@ -33,7 +34,7 @@ fn instance_records(rows: &[Row]) -> Result<Vec<InstanceRecord>> {
 
 fn finding_record(r: &Row) -> Result<FindingRecord> {
     Ok(FindingRecord {
-        subject: crate::SUBJECT_WORKFLOW.into(), // TEMPORARY
+        subject: r.get(10),
         id: r.get(0),
         instance_id: r.get(1),
         workflow: r.get(2),
@@ -46,6 +47,23 @@ fn finding_record(r: &Row) -> Result<FindingRecord> {
             evidence: decode_evidence(r.get(9))?,
         },
         detected_at: from_micros(r.get(7))?,
+    })
+}
+
+fn run_record(r: &Row) -> Result<RunRecord> {
+    Ok(RunRecord {
+        id: r.get(0),
+        run: switchyard_core::batch::BatchRun {
+            monitor: r.get(1),
+            run_id: r.get(2),
+            slot: opt_from_micros(r.get(3))?,
+            started_at: opt_from_micros(r.get(4))?,
+            finished_at: opt_from_micros(r.get(5))?,
+            status: parse_run_status(r.get(6))?,
+            count: r.get(7),
+            message: r.get(8),
+        },
+        updated_at: from_micros(r.get(9))?,
     })
 }
 
@@ -99,7 +117,7 @@ pub(crate) async fn next_due(c: &impl GenericClient) -> Result<Option<DateTime<U
 }
 
 /// The whole monitor step; the fence comes first, so a stale owner writes nothing.
-pub(crate) async fn commit(c: &impl GenericClient, m: &MonitorCommit) -> Result<(Vec<i64>, u64)> {
+pub(crate) async fn commit(c: &impl GenericClient, m: &MonitorCommit) -> Result<MonitorCommitted> {
     let l = &m.lease;
     let checkpoint = m.checkpoint.as_ref().map(|v| v.to_string());
     let n = c
@@ -145,16 +163,96 @@ pub(crate) async fn commit(c: &impl GenericClient, m: &MonitorCommit) -> Result<
             let id = w
                 .id
                 .ok_or_else(|| Error::NotFound("findings of an instance not yet stored".into()))?;
-            inserted += insert_findings(c, id, w, now).await?;
+            inserted += insert_instance_findings(c, id, w, now).await?;
             ids.push(id);
             continue;
         }
         let id = write_instance(c, w, now).await?;
         absorb(c, id, &w.absorbed).await?;
-        inserted += insert_findings(c, id, w, now).await?;
+        inserted += insert_instance_findings(c, id, w, now).await?;
         ids.push(id);
     }
-    Ok((ids, inserted))
+    let mut runs = Vec::with_capacity(m.runs.len());
+    for w in &m.runs {
+        let id = match (m.findings_only, w.id) {
+            (true, Some(id)) => id,
+            (true, None) => return Err(Error::NotFound("findings of a run not yet stored".into())),
+            (false, _) => write_run(c, w, now).await?,
+        };
+        let r = &w.run;
+        inserted += insert_findings(
+            c,
+            SUBJECT_BATCH,
+            id,
+            &r.monitor,
+            &r.label(),
+            &w.findings,
+            now,
+        )
+        .await?;
+        runs.push(id);
+    }
+    Ok(MonitorCommitted {
+        instances: ids,
+        runs,
+        findings: inserted,
+    })
+}
+
+/// Inserts or updates the run's row; returns its id.
+async fn write_run(c: &impl GenericClient, w: &RunWrite, now: i64) -> Result<i64> {
+    let r = &w.run;
+    let (slot, started, finished) = (
+        r.slot.map(micros),
+        r.started_at.map(micros),
+        r.finished_at.map(micros),
+    );
+    let status = r.status.as_str();
+    match w.id {
+        None => {
+            let stmt = c
+                .prepare_cached(
+                    "INSERT INTO batch_runs (monitor, run_id, slot, started_at, finished_at, status, count, message, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+                )
+                .await
+                .map_err(map_err)?;
+            Ok(c.query_one(
+                &stmt,
+                &[
+                    &r.monitor, &r.run_id, &slot, &started, &finished, &status, &r.count,
+                    &r.message, &now,
+                ],
+            )
+            .await
+            .map_err(map_err)?
+            .get(0))
+        }
+        Some(id) => {
+            let stmt = c
+                .prepare_cached(
+                    "UPDATE batch_runs SET monitor = $1, run_id = $2, slot = $3, started_at = $4, finished_at = $5,
+                        status = $6, count = $7, message = $8, updated_at = $9
+                     WHERE id = $10",
+                )
+                .await
+                .map_err(map_err)?;
+            let n = c
+                .execute(
+                    &stmt,
+                    &[
+                        &r.monitor, &r.run_id, &slot, &started, &finished, &status, &r.count,
+                        &r.message, &now, &id,
+                    ],
+                )
+                .await
+                .map_err(map_err)?;
+            if n == 0 {
+                return Err(Error::NotFound(format!("batch run {id}")));
+            }
+            Ok(id)
+        }
+    }
 }
 
 /// Inserts or updates the instance's row and points its aliases at it; returns its id.
@@ -252,22 +350,24 @@ async fn write_instance(c: &impl GenericClient, w: &InstanceWrite, now: i64) -> 
 
 /// Moves the findings of instances merged into `id` (but those of a (step, kind) it
 /// already has, which go) with their ids, so followers do not see them twice; then drops
-/// their remaining aliases and their rows.
+/// their remaining aliases and their rows. Only workflow findings: a batch run's findings
+/// share the `instance_id` numbers (the run's id) and are not the instances'.
 async fn absorb(c: &impl GenericClient, id: i64, absorbed: &[i64]) -> Result<()> {
     // One at a time: two of them may have findings of the same (step, kind).
     for &other in absorbed.iter().filter(|&&o| o != id) {
         let stmt = c
             .prepare_cached(
                 "UPDATE wf_findings SET instance_id = $1
-                 WHERE instance_id = $2
+                 WHERE subject = 'workflow' AND instance_id = $2
                    AND NOT EXISTS (SELECT 1 FROM wf_findings f
-                                   WHERE f.instance_id = $1 AND f.step = wf_findings.step AND f.kind = wf_findings.kind)",
+                                   WHERE f.subject = 'workflow' AND f.instance_id = $1
+                                     AND f.step = wf_findings.step AND f.kind = wf_findings.kind)",
             )
             .await
             .map_err(map_err)?;
         c.execute(&stmt, &[&id, &other]).await.map_err(map_err)?;
         for sql in [
-            "DELETE FROM wf_findings WHERE instance_id = $1",
+            "DELETE FROM wf_findings WHERE subject = 'workflow' AND instance_id = $1",
             "DELETE FROM wf_aliases WHERE instance_id = $1",
             "DELETE FROM wf_instances WHERE id = $1",
         ] {
@@ -280,7 +380,7 @@ async fn absorb(c: &impl GenericClient, id: i64, absorbed: &[i64]) -> Result<()>
 
 /// Inserts the write's findings unless the instance has one of the same (step, kind);
 /// returns how many were new.
-async fn insert_findings(
+async fn insert_instance_findings(
     c: &impl GenericClient,
     id: i64,
     w: &InstanceWrite,
@@ -289,23 +389,50 @@ async fn insert_findings(
     if w.findings.is_empty() {
         return Ok(0);
     }
-    let label = w.instance.label();
+    let i = &w.instance;
+    insert_findings(
+        c,
+        SUBJECT_WORKFLOW,
+        id,
+        &i.workflow,
+        &i.label(),
+        &w.findings,
+        now,
+    )
+    .await
+}
+
+/// Inserts findings about one instance or run (`id` of `subject`), each unless it already
+/// has one of the same (step, kind); returns how many were new.
+async fn insert_findings(
+    c: &impl GenericClient,
+    subject: &str,
+    id: i64,
+    workflow: &str,
+    label: &str,
+    findings: &[switchyard_core::instance::Finding],
+    now: i64,
+) -> Result<u64> {
+    if findings.is_empty() {
+        return Ok(0);
+    }
     let stmt = c
         .prepare_cached(
-            "INSERT INTO wf_findings (instance_id, workflow, instance_key, step, kind, at, detected_at, message, evidence)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-             ON CONFLICT (instance_id, step, kind) DO NOTHING",
+            "INSERT INTO wf_findings (subject, instance_id, workflow, instance_key, step, kind, at, detected_at, message, evidence)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             ON CONFLICT (subject, instance_id, step, kind) DO NOTHING",
         )
         .await
         .map_err(map_err)?;
     let mut inserted = 0;
-    for f in &w.findings {
+    for f in findings {
         inserted += c
             .execute(
                 &stmt,
                 &[
+                    &subject,
                     &id,
-                    &w.instance.workflow,
+                    &workflow,
                     &label,
                     &f.step,
                     &f.kind.as_str(),
@@ -427,7 +554,8 @@ pub(crate) async fn findings(
                AND ($3::text IS NULL OR kind = $3)
                AND ($4::bigint IS NULL OR instance_id = $4)
                AND ($5::bigint IS NULL OR at >= $5)
-             ORDER BY id LIMIT $6"
+               AND subject = ANY($6::text[])
+             ORDER BY id LIMIT $7"
         ))
         .await
         .map_err(map_err)?;
@@ -439,6 +567,7 @@ pub(crate) async fn findings(
             &f.kind.map(|k| k.as_str()),
             &f.instance_id,
             &f.since.map(micros),
+            &finding_subjects(f),
             &limit,
         ],
     )
@@ -447,6 +576,55 @@ pub(crate) async fn findings(
     .iter()
     .map(finding_record)
     .collect()
+}
+
+pub(crate) async fn list_runs(
+    c: &impl GenericClient,
+    f: &RunFilter,
+    limit: i64,
+) -> Result<Vec<RunRecord>> {
+    let statuses: Vec<&str> = f.statuses.iter().map(|s| s.as_str()).collect();
+    let stmt = c
+        .prepare_cached(&format!(
+            "SELECT {RUN_COLS} FROM batch_runs
+             WHERE ($1::text IS NULL OR monitor = $1)
+               AND (cardinality($2::text[]) = 0 OR status = ANY($2))
+               AND ($3::bigint IS NULL OR slot = $3)
+               AND ($4::text IS NULL OR run_id = $4)
+               AND ($5::bigint IS NULL OR started_at >= $5)
+               AND ($6::bigint IS NULL OR id < $6)
+             ORDER BY id DESC LIMIT $7"
+        ))
+        .await
+        .map_err(map_err)?;
+    c.query(
+        &stmt,
+        &[
+            &f.monitor,
+            &statuses,
+            &f.slot.map(micros),
+            &f.run_id,
+            &f.started_since.map(micros),
+            &f.before_id,
+            &limit,
+        ],
+    )
+    .await
+    .map_err(map_err)?
+    .iter()
+    .map(run_record)
+    .collect()
+}
+
+pub(crate) async fn get_run(c: &impl GenericClient, id: i64) -> Result<Option<RunRecord>> {
+    c.query_opt(
+        &format!("SELECT {RUN_COLS} FROM batch_runs WHERE id = $1"),
+        &[&id],
+    )
+    .await
+    .map_err(map_err)?
+    .map(|r| run_record(&r))
+    .transpose()
 }
 
 pub(crate) async fn counts(c: &impl GenericClient) -> Result<Vec<InstanceCount>> {

@@ -213,6 +213,7 @@ CREATE INDEX wf_aliases_instance ON wf_aliases (instance_id);
 CREATE INDEX wf_aliases_value ON wf_aliases (value);
 CREATE TABLE wf_findings (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
+    subject TEXT NOT NULL DEFAULT 'workflow',
     instance_id BIGINT NOT NULL,
     workflow TEXT NOT NULL,
     instance_key TEXT NOT NULL,
@@ -222,7 +223,7 @@ CREATE TABLE wf_findings (
     detected_at BIGINT NOT NULL,
     message TEXT NOT NULL,
     evidence TEXT NOT NULL,
-    UNIQUE (instance_id, step, kind)
+    UNIQUE (subject, instance_id, step, kind)
 );
 CREATE INDEX wf_findings_workflow ON wf_findings (workflow, id);
 CREATE INDEX wf_findings_at ON wf_findings (at);
@@ -233,6 +234,22 @@ CREATE TABLE wf_versions (
     created_at BIGINT NOT NULL,
     PRIMARY KEY (workflow, version)
 );
+CREATE TABLE batch_runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    monitor TEXT NOT NULL,
+    run_id TEXT,
+    slot BIGINT,
+    started_at BIGINT,
+    finished_at BIGINT,
+    status TEXT NOT NULL,
+    count BIGINT,
+    message TEXT,
+    updated_at BIGINT NOT NULL
+);
+CREATE INDEX batch_runs_monitor ON batch_runs (monitor, id);
+CREATE INDEX batch_runs_slot ON batch_runs (monitor, slot);
+CREATE INDEX batch_runs_run_id ON batch_runs (monitor, run_id);
+CREATE INDEX batch_runs_status ON batch_runs (status, started_at);
 "#,
     ),
 ];
@@ -1676,7 +1693,7 @@ impl Store for SqliteStore {
         self.read(wf::next_due).await
     }
 
-    async fn monitor_commit(&self, commit: MonitorCommit) -> Result<(Vec<i64>, u64)> {
+    async fn monitor_commit(&self, commit: MonitorCommit) -> Result<MonitorCommitted> {
         self.write(move |c| wf::commit(c, &commit)).await
     }
 
@@ -1714,6 +1731,16 @@ impl Store for SqliteStore {
 
     async fn instance_counts(&self) -> Result<Vec<InstanceCount>> {
         self.read(wf::counts).await
+    }
+
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
+        let filter = filter.clone();
+        let limit = filter.limit.clamp(1, 10_000) as i64;
+        self.read(move |c| wf::list_runs(c, &filter, limit)).await
+    }
+
+    async fn get_run(&self, id: i64) -> Result<Option<RunRecord>> {
+        self.read(move |c| wf::get_run(c, id)).await
     }
 
     async fn archive_instances(&self, closed_before: DateTime<Utc>, limit: usize) -> Result<u64> {

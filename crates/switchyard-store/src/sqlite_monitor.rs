@@ -17,8 +17,9 @@ fn map_err(e: rusqlite::Error) -> Error {
 const FIND_CHUNK: usize = 300;
 
 const COLS: &str = "id, body, due_at, updated_at";
-const FINDING_COLS: &str =
-    "id, instance_id, workflow, instance_key, step, kind, at, detected_at, message, evidence";
+const FINDING_COLS: &str = "id, instance_id, workflow, instance_key, step, kind, at, detected_at, message, evidence, subject";
+const RUN_COLS: &str =
+    "id, monitor, run_id, slot, started_at, finished_at, status, count, message, updated_at";
 
 type InstanceRow = (i64, String, Option<i64>, i64);
 
@@ -58,6 +59,7 @@ type FindingRow = (
     i64,
     String,
     String,
+    String,
 );
 
 fn finding_row(r: &rusqlite::Row) -> rusqlite::Result<FindingRow> {
@@ -72,12 +74,13 @@ fn finding_row(r: &rusqlite::Row) -> rusqlite::Result<FindingRow> {
         r.get(7)?,
         r.get(8)?,
         r.get(9)?,
+        r.get(10)?,
     ))
 }
 
 fn finding_record(f: FindingRow) -> Result<FindingRecord> {
     Ok(FindingRecord {
-        subject: crate::SUBJECT_WORKFLOW.into(), // TEMPORARY
+        subject: f.10,
         id: f.0,
         instance_id: f.1,
         workflow: f.2,
@@ -90,6 +93,51 @@ fn finding_record(f: FindingRow) -> Result<FindingRecord> {
             evidence: decode_evidence(&f.9)?,
         },
         detected_at: from_micros(f.7)?,
+    })
+}
+
+type RunRow = (
+    i64,
+    String,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    String,
+    Option<i64>,
+    Option<String>,
+    i64,
+);
+
+fn run_row(r: &rusqlite::Row) -> rusqlite::Result<RunRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+        r.get(9)?,
+    ))
+}
+
+fn run_record(r: RunRow) -> Result<RunRecord> {
+    Ok(RunRecord {
+        id: r.0,
+        run: switchyard_core::batch::BatchRun {
+            monitor: r.1,
+            run_id: r.2,
+            slot: opt_from_micros(r.3)?,
+            started_at: opt_from_micros(r.4)?,
+            finished_at: opt_from_micros(r.5)?,
+            status: parse_run_status(&r.6)?,
+            count: r.7,
+            message: r.8,
+        },
+        updated_at: from_micros(r.9)?,
     })
 }
 
@@ -132,7 +180,7 @@ pub(crate) fn next_due(c: &Connection) -> Result<Option<DateTime<Utc>>> {
 }
 
 /// The whole monitor step; the fence comes first, so a stale owner writes nothing.
-pub(crate) fn commit(c: &Connection, m: &MonitorCommit) -> Result<(Vec<i64>, u64)> {
+pub(crate) fn commit(c: &Connection, m: &MonitorCommit) -> Result<MonitorCommitted> {
     let l = &m.lease;
     let n = c
         .execute(
@@ -170,16 +218,82 @@ pub(crate) fn commit(c: &Connection, m: &MonitorCommit) -> Result<(Vec<i64>, u64
             let id = w
                 .id
                 .ok_or_else(|| Error::NotFound("findings of an instance not yet stored".into()))?;
-            inserted += insert_findings(c, id, w, now)?;
+            inserted += insert_instance_findings(c, id, w, now)?;
             ids.push(id);
             continue;
         }
         let id = write_instance(c, w, now)?;
         absorb(c, id, &w.absorbed)?;
-        inserted += insert_findings(c, id, w, now)?;
+        inserted += insert_instance_findings(c, id, w, now)?;
         ids.push(id);
     }
-    Ok((ids, inserted))
+    let mut runs = Vec::with_capacity(m.runs.len());
+    for w in &m.runs {
+        let id = match (m.findings_only, w.id) {
+            (true, Some(id)) => id,
+            (true, None) => return Err(Error::NotFound("findings of a run not yet stored".into())),
+            (false, _) => write_run(c, w, now)?,
+        };
+        let r = &w.run;
+        inserted += insert_findings(
+            c,
+            SUBJECT_BATCH,
+            id,
+            &r.monitor,
+            &r.label(),
+            &w.findings,
+            now,
+        )?;
+        runs.push(id);
+    }
+    Ok(MonitorCommitted {
+        instances: ids,
+        runs,
+        findings: inserted,
+    })
+}
+
+/// Inserts or updates the run's row; returns its id.
+fn write_run(c: &Connection, w: &RunWrite, now: i64) -> Result<i64> {
+    let r = &w.run;
+    let (slot, started, finished) = (
+        r.slot.map(micros),
+        r.started_at.map(micros),
+        r.finished_at.map(micros),
+    );
+    let status = r.status.as_str();
+    match w.id {
+        None => c
+            .prepare_cached(
+                "INSERT INTO batch_runs (monitor, run_id, slot, started_at, finished_at, status, count, message, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING id",
+            )
+            .and_then(|mut s| {
+                s.query_row(
+                    params![r.monitor, r.run_id, slot, started, finished, status, r.count, r.message, now],
+                    |r| r.get(0),
+                )
+            })
+            .map_err(map_err),
+        Some(id) => {
+            let n = c
+                .prepare_cached(
+                    "UPDATE batch_runs SET monitor = ?1, run_id = ?2, slot = ?3, started_at = ?4, finished_at = ?5,
+                        status = ?6, count = ?7, message = ?8, updated_at = ?9
+                     WHERE id = ?10",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        r.monitor, r.run_id, slot, started, finished, status, r.count, r.message, now, id
+                    ])
+                })
+                .map_err(map_err)?;
+            if n == 0 {
+                return Err(Error::NotFound(format!("batch run {id}")));
+            }
+            Ok(id)
+        }
+    }
 }
 
 /// Inserts or updates the instance's row and points its aliases at it; returns its id.
@@ -243,20 +357,22 @@ fn write_instance(c: &Connection, w: &InstanceWrite, now: i64) -> Result<i64> {
 
 /// Moves the findings of instances merged into `id` (but those of a (step, kind) it
 /// already has, which go) with their ids, so followers do not see them twice; then drops
-/// their remaining aliases and their rows.
+/// their remaining aliases and their rows. Only workflow findings: a batch run's findings
+/// share the `instance_id` numbers (the run's id) and are not the instances'.
 fn absorb(c: &Connection, id: i64, absorbed: &[i64]) -> Result<()> {
     // One at a time: two of them may have findings of the same (step, kind).
     for &other in absorbed.iter().filter(|&&o| o != id) {
         c.prepare_cached(
             "UPDATE wf_findings SET instance_id = ?1
-             WHERE instance_id = ?2
+             WHERE subject = 'workflow' AND instance_id = ?2
                AND NOT EXISTS (SELECT 1 FROM wf_findings f
-                               WHERE f.instance_id = ?1 AND f.step = wf_findings.step AND f.kind = wf_findings.kind)",
+                               WHERE f.subject = 'workflow' AND f.instance_id = ?1
+                                 AND f.step = wf_findings.step AND f.kind = wf_findings.kind)",
         )
         .and_then(|mut s| s.execute(params![id, other]))
         .map_err(map_err)?;
         for sql in [
-            "DELETE FROM wf_findings WHERE instance_id = ?1",
+            "DELETE FROM wf_findings WHERE subject = 'workflow' AND instance_id = ?1",
             "DELETE FROM wf_aliases WHERE instance_id = ?1",
             "DELETE FROM wf_instances WHERE id = ?1",
         ] {
@@ -270,24 +386,50 @@ fn absorb(c: &Connection, id: i64, absorbed: &[i64]) -> Result<()> {
 
 /// Inserts the write's findings unless the instance has one of the same (step, kind);
 /// returns how many were new.
-fn insert_findings(c: &Connection, id: i64, w: &InstanceWrite, now: i64) -> Result<u64> {
+fn insert_instance_findings(c: &Connection, id: i64, w: &InstanceWrite, now: i64) -> Result<u64> {
     if w.findings.is_empty() {
         return Ok(0);
     }
-    let label = w.instance.label();
+    let i = &w.instance;
+    insert_findings(
+        c,
+        SUBJECT_WORKFLOW,
+        id,
+        &i.workflow,
+        &i.label(),
+        &w.findings,
+        now,
+    )
+}
+
+/// Inserts findings about one instance or run (`id` of `subject`), each unless it already
+/// has one of the same (step, kind); returns how many were new.
+fn insert_findings(
+    c: &Connection,
+    subject: &str,
+    id: i64,
+    workflow: &str,
+    label: &str,
+    findings: &[switchyard_core::instance::Finding],
+    now: i64,
+) -> Result<u64> {
+    if findings.is_empty() {
+        return Ok(0);
+    }
     let mut s = c
         .prepare_cached(
-            "INSERT INTO wf_findings (instance_id, workflow, instance_key, step, kind, at, detected_at, message, evidence)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-             ON CONFLICT (instance_id, step, kind) DO NOTHING",
+            "INSERT INTO wf_findings (subject, instance_id, workflow, instance_key, step, kind, at, detected_at, message, evidence)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT (subject, instance_id, step, kind) DO NOTHING",
         )
         .map_err(map_err)?;
     let mut inserted = 0;
-    for f in &w.findings {
+    for f in findings {
         inserted += s
             .execute(params![
+                subject,
                 id,
-                w.instance.workflow,
+                workflow,
                 label,
                 f.step,
                 f.kind.as_str(),
@@ -403,9 +545,11 @@ pub(crate) fn findings(
                AND (?3 IS NULL OR kind = ?3)
                AND (?4 IS NULL OR instance_id = ?4)
                AND (?5 IS NULL OR at >= ?5)
-             ORDER BY id LIMIT ?6"
+               AND subject IN (SELECT value FROM json_each(?6))
+             ORDER BY id LIMIT ?7"
         ))
         .map_err(map_err)?;
+    let subjects = serde_json::Value::from(finding_subjects(f)).to_string();
     let rows = s
         .query_map(
             params![
@@ -414,12 +558,57 @@ pub(crate) fn findings(
                 f.kind.map(|k| k.as_str()),
                 f.instance_id,
                 f.since.map(micros),
+                subjects,
                 limit
             ],
             finding_row,
         )
         .map_err(map_err)?;
     rows.map(|r| finding_record(r.map_err(map_err)?)).collect()
+}
+
+/// Runs a query selecting [`RUN_COLS`].
+fn runs(c: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<Vec<RunRecord>> {
+    let mut s = c.prepare_cached(sql).map_err(map_err)?;
+    let rows = s.query_map(params, run_row).map_err(map_err)?;
+    rows.map(|r| run_record(r.map_err(map_err)?)).collect()
+}
+
+pub(crate) fn list_runs(c: &Connection, f: &RunFilter, limit: i64) -> Result<Vec<RunRecord>> {
+    let statuses = (!f.statuses.is_empty()).then(|| {
+        serde_json::Value::from(f.statuses.iter().map(|s| s.as_str()).collect::<Vec<_>>())
+            .to_string()
+    });
+    runs(
+        c,
+        &format!(
+            "SELECT {RUN_COLS} FROM batch_runs
+             WHERE (?1 IS NULL OR monitor = ?1)
+               AND (?2 IS NULL OR status IN (SELECT value FROM json_each(?2)))
+               AND (?3 IS NULL OR slot = ?3)
+               AND (?4 IS NULL OR run_id = ?4)
+               AND (?5 IS NULL OR started_at >= ?5)
+               AND (?6 IS NULL OR id < ?6)
+             ORDER BY id DESC LIMIT ?7"
+        ),
+        params![
+            f.monitor,
+            statuses,
+            f.slot.map(micros),
+            f.run_id,
+            f.started_since.map(micros),
+            f.before_id,
+            limit
+        ],
+    )
+}
+
+pub(crate) fn get_run(c: &Connection, id: i64) -> Result<Option<RunRecord>> {
+    c.prepare_cached(&format!("SELECT {RUN_COLS} FROM batch_runs WHERE id = ?1"))
+        .and_then(|mut s| s.query_row([id], run_row).optional())
+        .map_err(map_err)?
+        .map(run_record)
+        .transpose()
 }
 
 pub(crate) fn counts(c: &Connection) -> Result<Vec<InstanceCount>> {
