@@ -157,19 +157,33 @@ pub(crate) async fn commit(c: &impl GenericClient, m: &MonitorCommit) -> Result<
     }
     let now = micros(m.now);
     let mut ids = Vec::with_capacity(m.writes.len());
-    let mut inserted = 0;
+    // Every finding of the commit goes in one statement at the end (10,000 timers firing at
+    // one instant are one round trip, not 10,000).
+    let mut findings = FindingRows::default();
     for w in &m.writes {
         if m.findings_only {
             let id = w
                 .id
                 .ok_or_else(|| Error::NotFound("findings of an instance not yet stored".into()))?;
-            inserted += insert_instance_findings(c, id, w, now).await?;
+            findings.push(
+                SUBJECT_WORKFLOW,
+                id,
+                &w.instance.workflow,
+                &w.instance.label(),
+                &w.findings,
+            )?;
             ids.push(id);
             continue;
         }
         let id = write_instance(c, w, now).await?;
         absorb(c, id, &w.absorbed).await?;
-        inserted += insert_instance_findings(c, id, w, now).await?;
+        findings.push(
+            SUBJECT_WORKFLOW,
+            id,
+            &w.instance.workflow,
+            &w.instance.label(),
+            &w.findings,
+        )?;
         ids.push(id);
     }
     let mut runs = Vec::with_capacity(m.runs.len());
@@ -180,18 +194,10 @@ pub(crate) async fn commit(c: &impl GenericClient, m: &MonitorCommit) -> Result<
             (false, _) => write_run(c, w, now).await?,
         };
         let r = &w.run;
-        inserted += insert_findings(
-            c,
-            SUBJECT_BATCH,
-            id,
-            &r.monitor,
-            &r.label(),
-            &w.findings,
-            now,
-        )
-        .await?;
+        findings.push(SUBJECT_BATCH, id, &r.monitor, &r.label(), &w.findings)?;
         runs.push(id);
     }
+    let inserted = findings.insert(c, now).await?;
     Ok(MonitorCommitted {
         instances: ids,
         runs,
@@ -378,74 +384,71 @@ async fn absorb(c: &impl GenericClient, id: i64, absorbed: &[i64]) -> Result<()>
     Ok(())
 }
 
-/// Inserts the write's findings unless the instance has one of the same (step, kind);
-/// returns how many were new.
-async fn insert_instance_findings(
-    c: &impl GenericClient,
-    id: i64,
-    w: &InstanceWrite,
-    now: i64,
-) -> Result<u64> {
-    if w.findings.is_empty() {
-        return Ok(0);
-    }
-    let i = &w.instance;
-    insert_findings(
-        c,
-        SUBJECT_WORKFLOW,
-        id,
-        &i.workflow,
-        &i.label(),
-        &w.findings,
-        now,
-    )
-    .await
+/// Findings to insert, as columns.
+#[derive(Default)]
+struct FindingRows {
+    subject: Vec<&'static str>,
+    id: Vec<i64>,
+    workflow: Vec<String>,
+    label: Vec<String>,
+    step: Vec<String>,
+    kind: Vec<&'static str>,
+    at: Vec<i64>,
+    message: Vec<String>,
+    evidence: Vec<String>,
 }
 
-/// Inserts findings about one instance or run (`id` of `subject`), each unless it already
-/// has one of the same (step, kind); returns how many were new.
-async fn insert_findings(
-    c: &impl GenericClient,
-    subject: &str,
-    id: i64,
-    workflow: &str,
-    label: &str,
-    findings: &[switchyard_core::instance::Finding],
-    now: i64,
-) -> Result<u64> {
-    if findings.is_empty() {
-        return Ok(0);
+impl FindingRows {
+    fn push(
+        &mut self,
+        subject: &'static str,
+        id: i64,
+        workflow: &str,
+        label: &str,
+        findings: &[switchyard_core::instance::Finding],
+    ) -> Result<()> {
+        for f in findings {
+            self.subject.push(subject);
+            self.id.push(id);
+            self.workflow.push(workflow.to_string());
+            self.label.push(label.to_string());
+            self.step.push(f.step.clone());
+            self.kind.push(f.kind.as_str());
+            self.at.push(micros(f.at));
+            self.message.push(f.message.clone());
+            self.evidence.push(encode_evidence(&f.evidence)?);
+        }
+        Ok(())
     }
-    let stmt = c
-        .prepare_cached(
+
+    /// One statement; a (subject, instance, step, kind) already recorded is left alone.
+    /// Returns how many were inserted.
+    async fn insert(self, c: &impl GenericClient, now: i64) -> Result<u64> {
+        if self.id.is_empty() {
+            return Ok(0);
+        }
+        c.execute(
             "INSERT INTO wf_findings (subject, instance_id, workflow, instance_key, step, kind, at, detected_at, message, evidence)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             SELECT s, i, w, l, st, k, a, $10, m, e
+             FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int8[], $8::text[], $9::text[])
+                  AS t(s, i, w, l, st, k, a, m, e)
              ON CONFLICT (subject, instance_id, step, kind) DO NOTHING",
+            &[
+                &self.subject,
+                &self.id,
+                &self.workflow,
+                &self.label,
+                &self.step,
+                &self.kind,
+                &self.at,
+                &self.message,
+                &self.evidence,
+                &now,
+            ],
         )
         .await
-        .map_err(map_err)?;
-    let mut inserted = 0;
-    for f in findings {
-        inserted += c
-            .execute(
-                &stmt,
-                &[
-                    &subject,
-                    &id,
-                    &workflow,
-                    &label,
-                    &f.step,
-                    &f.kind.as_str(),
-                    &micros(f.at),
-                    &now,
-                    &f.message,
-                    &encode_evidence(&f.evidence)?,
-                ],
-            )
-            .await
-            .map_err(map_err)?;
+        .map_err(map_err)
     }
-    Ok(inserted)
 }
 
 pub(crate) async fn versions(c: &impl GenericClient) -> Result<Vec<WorkflowVersion>> {
