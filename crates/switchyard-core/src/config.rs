@@ -49,6 +49,9 @@ pub struct Config {
     /// Batch jobs the monitor expects heartbeats from (`[[batch_monitors]]`).
     #[serde(default)]
     pub batch_monitors: Vec<crate::batch::BatchMonitorConfig>,
+    /// Scheduled comparisons of Odoo's data with another system's (`[[reconciliations]]`).
+    #[serde(default)]
+    pub reconciliations: Vec<crate::reconcile::ReconciliationConfig>,
     /// The workflow monitor's own settings.
     #[serde(default)]
     pub monitor: MonitorConfig,
@@ -638,6 +641,16 @@ impl Config {
         }
     }
 
+    /// `[[reconciliations]]`, compiled against the `[[odoo]]` connections and the batch
+    /// monitors' names.
+    pub fn compiled_reconciliations(
+        &self,
+    ) -> Result<crate::reconcile::Reconciliations, Vec<(String, String)>> {
+        let odoo: Vec<String> = self.odoo.iter().map(|o| o.name.clone()).collect();
+        let taken: Vec<String> = self.batch_monitors.iter().map(|b| b.name.clone()).collect();
+        crate::reconcile::Reconciliations::compile(&self.reconciliations, &odoo, &taken)
+    }
+
     /// Semantic checks that types alone cannot express: (dotted key, problem). `broken(key)`
     /// is true for keys whose value was rejected (and replaced by the default), so checks
     /// across keys do not blame one key for another's default.
@@ -653,6 +666,9 @@ impl Config {
             out.extend(problems);
         }
         if let Err(problems) = crate::batch::BatchMonitors::compile(&self.batch_monitors) {
+            out.extend(problems);
+        }
+        if let Err(problems) = self.compiled_reconciliations() {
             out.extend(problems);
         }
         out.extend(crate::odoo::validate(&self.odoo, &self.probes));

@@ -93,10 +93,17 @@ pub enum FindingKind {
     RunFailed,
     /// A run succeeded with a record count outside the expected range.
     CountOutOfRange,
+    // ---- reconciliations: about a record (step = its key) in a run ----
+    /// Both systems have the record, with values further apart than the tolerance.
+    Mismatch,
+    /// The other system has the record, Odoo does not.
+    MissingInOdoo,
+    /// Odoo has the record, the other system does not.
+    MissingInOther,
 }
 
 impl FindingKind {
-    pub const ALL: [FindingKind; 12] = [
+    pub const ALL: [FindingKind; 15] = [
         FindingKind::AtRisk,
         FindingKind::Breach,
         FindingKind::Stalled,
@@ -109,6 +116,9 @@ impl FindingKind {
         FindingKind::NeverFinished,
         FindingKind::RunFailed,
         FindingKind::CountOutOfRange,
+        FindingKind::Mismatch,
+        FindingKind::MissingInOdoo,
+        FindingKind::MissingInOther,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -125,6 +135,9 @@ impl FindingKind {
             FindingKind::NeverFinished => "never_finished",
             FindingKind::RunFailed => "run_failed",
             FindingKind::CountOutOfRange => "count_out_of_range",
+            FindingKind::Mismatch => "mismatch",
+            FindingKind::MissingInOdoo => "missing_in_odoo",
+            FindingKind::MissingInOther => "missing_in_other",
         }
     }
 

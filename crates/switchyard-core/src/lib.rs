@@ -12,6 +12,7 @@ pub mod jq;
 pub mod odoo;
 pub mod odoo_capture;
 pub mod odoo_ops;
+pub mod reconcile;
 pub mod secret;
 pub mod sources;
 pub mod token;

@@ -251,7 +251,12 @@ impl Monitor {
                 }
             }
         }
-        Ok(vec![RunWrite { id, run, findings }])
+        Ok(vec![RunWrite {
+            id,
+            subject: switchyard_store::SUBJECT_BATCH,
+            run,
+            findings,
+        }])
     }
 
     async fn commit_runs(
@@ -303,6 +308,7 @@ impl Monitor {
                         };
                         let at = slot + m.grace;
                         runs.push(RunWrite {
+                            subject: switchyard_store::SUBJECT_BATCH,
                             id: None,
                             findings: vec![finding(
                                 FindingKind::MissedRun,
@@ -343,6 +349,7 @@ impl Monitor {
                         .count();
                     if started < min as usize {
                         runs.push(RunWrite {
+                            subject: switchyard_store::SUBJECT_BATCH,
                             id: None,
                             findings: vec![finding(
                                 FindingKind::MissedRun,
@@ -400,6 +407,7 @@ impl Monitor {
                     let label = r.run.label();
                     o.never_finished.insert(r.id);
                     runs.push(RunWrite {
+                        subject: switchyard_store::SUBJECT_BATCH,
                         id: Some(r.id),
                         findings: vec![finding(
                             FindingKind::NeverFinished,

@@ -15,6 +15,7 @@ pub mod node;
 pub mod odoo_capture;
 pub mod odoo_hooks;
 pub mod probes;
+pub mod reconcile;
 pub mod retention;
 pub mod webhooks;
 
@@ -65,6 +66,8 @@ pub struct AppState {
     pub workflows: Arc<switchyard_core::workflows::Workflows>,
     /// The batch monitors heartbeats are for.
     pub batch: Arc<switchyard_core::batch::BatchMonitors>,
+    /// The configured reconciliations.
+    pub reconciliations: Arc<switchyard_core::reconcile::Reconciliations>,
 }
 
 impl AppState {
@@ -96,7 +99,17 @@ impl AppState {
             capture: Arc::new(odoo_capture::Capture::default()),
             workflows: Arc::default(),
             batch: Arc::default(),
+            reconciliations: Arc::default(),
         }
+    }
+
+    /// The configured reconciliations (default: none).
+    pub fn with_reconciliations(
+        mut self,
+        recs: Arc<switchyard_core::reconcile::Reconciliations>,
+    ) -> Self {
+        self.reconciliations = recs;
+        self
     }
 
     /// The configured batch monitors (default: none).
@@ -326,6 +339,10 @@ pub fn router(state: AppState) -> Router {
             axum::routing::post(monitor_api::post_heartbeat),
         )
         .route("/v1/batch-monitors", get(monitor_api::list_batch_monitors))
+        .route(
+            "/v1/reconciliations",
+            get(monitor_api::list_reconciliations),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))

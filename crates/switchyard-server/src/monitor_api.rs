@@ -471,3 +471,51 @@ pub async fn list_batch_monitors(State(state): State<AppState>, headers: HeaderM
     }
     Ok(Json(json!({ "batch_monitors": out })).into_response())
 }
+
+/// `GET /v1/reconciliations`: each reconciliation, its next run and its recent runs with
+/// their summaries (compared, matched, mismatched, missing on each side).
+pub async fn list_reconciliations(State(state): State<AppState>, headers: HeaderMap) -> ApiResult {
+    state.authorize(&headers, Permission::Read).await?;
+    let now = state.clock.now();
+    let mut out = Vec::new();
+    for r in &state.reconciliations.list {
+        let runs = state
+            .store
+            .list_runs(&switchyard_store::RunFilter {
+                monitor: Some(r.name.clone()),
+                limit: 20,
+                ..Default::default()
+            })
+            .await?;
+        let runs: Vec<Value> = runs
+            .iter()
+            .map(|run| {
+                let mut v = serde_json::to_value(run).unwrap_or(Value::Null);
+                if let Some(summary) = run
+                    .run
+                    .message
+                    .as_deref()
+                    .and_then(|m| serde_json::from_str::<Value>(m).ok())
+                    .filter(Value::is_object)
+                {
+                    v["summary"] = summary;
+                    v["message"] = Value::Null;
+                }
+                v
+            })
+            .collect();
+        out.push(json!({
+            "name": r.name,
+            "title": r.title,
+            "criticality": r.criticality.as_str(),
+            "schedule": r.expression,
+            "timezone": r.timezone.name(),
+            "next_run": r.slots(now, now + chrono::Duration::days(400)).first(),
+            "odoo": {"connection": r.odoo.connection, "model": r.odoo.model},
+            "other": {"name": r.other_name, "url": r.other.url},
+            "tolerance": r.tolerance,
+            "runs": runs,
+        }));
+    }
+    Ok(Json(json!({ "reconciliations": out })).into_response())
+}

@@ -2577,6 +2577,7 @@ pub async fn monitor_commit_is_fenced_by_the_lease_epoch(store: SharedStore) {
             created_at: takeover,
         }];
         c.runs = vec![RunWrite {
+            subject: SUBJECT_BATCH,
             id: None,
             run: batch_run("nightly", None, Some(t0()), RunStatus::Running),
             findings: vec![run_finding(FindingKind::LateRun, t0())],
@@ -3109,6 +3110,7 @@ pub async fn monitor_runs_are_written_with_their_findings(store: SharedStore) {
     c.runs = [&old, &export]
         .into_iter()
         .map(|r| RunWrite {
+            subject: SUBJECT_BATCH,
             id: None,
             run: r.clone(),
             findings: Vec::new(),
@@ -3128,6 +3130,7 @@ pub async fn monitor_runs_are_written_with_their_findings(store: SharedStore) {
     let late = run_finding(FindingKind::LateRun, slot + Duration::minutes(10));
     let mut c = commit(&lease, Vec::new(), now);
     c.runs = vec![RunWrite {
+        subject: SUBJECT_BATCH,
         id: None,
         run: nightly.clone(),
         findings: vec![late.clone()],
@@ -3297,6 +3300,7 @@ pub async fn monitor_runs_are_written_with_their_findings(store: SharedStore) {
     let out_of_range = run_finding(FindingKind::CountOutOfRange, later);
     let mut c = commit(&lease, Vec::new(), later);
     c.runs = vec![RunWrite {
+        subject: SUBJECT_BATCH,
         id: Some(id),
         run: nightly.clone(),
         findings: vec![out_of_range.clone(), late.clone()],
@@ -3354,6 +3358,7 @@ pub async fn monitor_runs_are_written_with_their_findings(store: SharedStore) {
         let mut c = commit(&lease, Vec::new(), later + Duration::minutes(1));
         c.findings_only = findings_only;
         c.runs = vec![RunWrite {
+            subject: SUBJECT_BATCH,
             id: Some(id),
             run: nightly.clone(),
             findings: vec![out_of_range.clone()],
@@ -3371,6 +3376,7 @@ pub async fn monitor_runs_are_written_with_their_findings(store: SharedStore) {
     let mut c = commit(&lease, Vec::new(), later + Duration::minutes(2));
     c.findings_only = true;
     c.runs = vec![RunWrite {
+        subject: SUBJECT_BATCH,
         id: Some(id),
         run: batch_run("nightly", None, Some(slot), RunStatus::Running),
         findings: vec![never.clone()],
@@ -3392,6 +3398,7 @@ pub async fn monitor_runs_are_written_with_their_findings(store: SharedStore) {
     let mut stray = commit(&lease, Vec::new(), later);
     stray.findings_only = true;
     stray.runs = vec![RunWrite {
+        subject: SUBJECT_BATCH,
         id: None,
         run: nightly.clone(),
         findings: vec![run_finding(FindingKind::RunFailed, later)],
@@ -3542,16 +3549,19 @@ pub async fn monitor_runs_are_written_with_their_findings(store: SharedStore) {
     c.checkpoint = Some(serde_json::json!({"n": 2}));
     c.runs = vec![
         RunWrite {
+            subject: SUBJECT_BATCH,
             id: None,
             run: batch_run("weekly", Some("w-1"), Some(slot), RunStatus::Running),
             findings: vec![run_finding(FindingKind::LateRun, slot)],
         },
         RunWrite {
+            subject: SUBJECT_BATCH,
             id: Some(id),
             run: nightly.clone(),
             findings: vec![run_finding(FindingKind::RunFailed, later)],
         },
         RunWrite {
+            subject: SUBJECT_BATCH,
             id: Some(id + 1000),
             run: nightly.clone(),
             findings: Vec::new(),

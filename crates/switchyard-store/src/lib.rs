@@ -31,7 +31,7 @@ pub use delivery::{
 pub use monitor::{
     FindingFilter, FindingRecord, InstanceCount, InstanceFilter, InstanceRecord, InstanceWrite,
     MonitorCommit, MonitorCommitted, RunFilter, RunRecord, RunWrite, SUBJECT_BATCH,
-    SUBJECT_WORKFLOW, WorkflowAlias, WorkflowVersion,
+    SUBJECT_RECONCILIATION, SUBJECT_WORKFLOW, WorkflowAlias, WorkflowVersion,
 };
 
 pub mod conformance;

@@ -91,8 +91,11 @@ pub struct MonitorCommitted {
 pub struct RunWrite {
     /// `None` for a new run.
     pub id: Option<i64>,
+    /// [`SUBJECT_BATCH`] for a batch job's run, [`SUBJECT_RECONCILIATION`] for a
+    /// reconciliation's: the subject of its findings.
+    pub subject: &'static str,
     pub run: BatchRun,
-    /// Findings about the run (subject `batch`, step `run`); each (run, kind) once.
+    /// Findings about the run; each (run, step, kind) once.
     pub findings: Vec<Finding>,
 }
 
@@ -125,6 +128,8 @@ pub struct RunFilter {
 /// run's id, `workflow` the monitor's name, `step` is `run`).
 pub const SUBJECT_WORKFLOW: &str = "workflow";
 pub const SUBJECT_BATCH: &str = "batch";
+/// A reconciliation's run: `step` is the record's key (a product), one finding per mismatch.
+pub const SUBJECT_RECONCILIATION: &str = "reconciliation";
 
 /// A finding as stored.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -225,6 +230,6 @@ pub(crate) fn parse_run_status(s: &str) -> Result<RunStatus> {
 pub(crate) fn finding_subjects(f: &FindingFilter) -> Vec<&str> {
     match &f.subject {
         Some(s) => vec![s.as_str()],
-        None => vec![SUBJECT_WORKFLOW, SUBJECT_BATCH],
+        None => vec![SUBJECT_WORKFLOW, SUBJECT_BATCH, SUBJECT_RECONCILIATION],
     }
 }

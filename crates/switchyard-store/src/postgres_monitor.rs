@@ -194,7 +194,7 @@ pub(crate) async fn commit(c: &impl GenericClient, m: &MonitorCommit) -> Result<
             (false, _) => write_run(c, w, now).await?,
         };
         let r = &w.run;
-        findings.push(SUBJECT_BATCH, id, &r.monitor, &r.label(), &w.findings)?;
+        findings.push(w.subject, id, &r.monitor, &r.label(), &w.findings)?;
         runs.push(id);
     }
     let inserted = findings.insert(c, now).await?;

@@ -235,15 +235,7 @@ pub(crate) fn commit(c: &Connection, m: &MonitorCommit) -> Result<MonitorCommitt
             (false, _) => write_run(c, w, now)?,
         };
         let r = &w.run;
-        inserted += insert_findings(
-            c,
-            SUBJECT_BATCH,
-            id,
-            &r.monitor,
-            &r.label(),
-            &w.findings,
-            now,
-        )?;
+        inserted += insert_findings(c, w.subject, id, &r.monitor, &r.label(), &w.findings, now)?;
         runs.push(id);
     }
     Ok(MonitorCommitted {

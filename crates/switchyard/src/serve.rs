@@ -196,6 +196,20 @@ pub async fn start(
             .map_err(|p| anyhow::anyhow!("batch monitors: {p:?}"))?,
     );
     let state = state.with_batch_monitors(batch.clone());
+    let state = state.with_reconciliations(std::sync::Arc::new(
+        config
+            .compiled_reconciliations()
+            .map_err(|p| anyhow::anyhow!("reconciliations: {p:?}"))?,
+    ));
+    let reconciler = std::sync::Arc::new(
+        switchyard_server::reconcile::Reconciler::from_config(
+            config,
+            store.clone(),
+            clock.clone(),
+            &node,
+        )
+        .map_err(|e| anyhow::anyhow!(e))?,
+    );
     let monitor = switchyard_monitor::Monitor::new(
         store.clone(),
         clock.clone(),
@@ -239,6 +253,7 @@ pub async fn start(
     tracker.spawn(state.capture.clone().run(state.clone(), cancel.clone()));
     tracker.spawn(usage.run(cancel.clone()));
     tracker.spawn(monitor.run(cancel.clone()));
+    tracker.spawn(reconciler.run(cancel.clone()));
     tracker.spawn(
         Retention {
             store: store.clone(),
