@@ -22,7 +22,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use switchyard_core::SharedClock;
 use switchyard_core::batch::BatchMonitors;
-use switchyard_core::instance::{Finding, Hit, Instance};
+use switchyard_core::instance::{Finding, Hit, Instance, InstanceState};
 use switchyard_core::jq::Prepared;
 use switchyard_core::sources::{BusinessKey, Sources};
 use switchyard_core::workflows::{Role, Workflow, Workflows};
@@ -703,9 +703,15 @@ impl Monitor {
         match role {
             Role::Step(i) => {
                 s.instance.add_dimensions(wf.dimension_values(prepared));
+                let step = &wf.steps[i].name;
+                let first = !s.instance.hits.iter().any(|h| h.step == *step);
+                let was_open = s.instance.is_open();
                 let applied = s.instance.apply(&wf, hit(&wf, i, ev, occurred_at));
                 s.findings.extend(applied.findings);
                 s.dirty |= !applied.repeat;
+                if !applied.repeat {
+                    measure(&wf, &s.instance, step, first, was_open, s.id.is_none());
+                }
             }
             Role::Cancel => {
                 let f = s.instance.cancel(&wf, received_at);
@@ -921,6 +927,26 @@ impl Monitor {
             }
         }
         Ok(())
+    }
+}
+
+/// The business measures of an applied step, as metrics (per workflow and step; dimensions
+/// are not labels, to keep the series bounded).
+fn measure(wf: &Workflow, i: &Instance, step: &str, first: bool, was_open: bool, new: bool) {
+    let name = wf.name.clone();
+    if new && i.hits.len() == 1 {
+        metrics::counter!("switchyard_workflow_instances_started_total", "workflow" => name.clone())
+            .increment(1);
+    }
+    if first && let Some(h) = i.hits.iter().find(|h| h.step == step) {
+        let secs = (h.occurred_at - i.started_at).num_milliseconds().max(0) as f64 / 1000.0;
+        metrics::histogram!("switchyard_workflow_step_seconds", "workflow" => name.clone(), "step" => step.to_string())
+            .record(secs);
+    }
+    if was_open && !i.is_open() {
+        let within = i.state == InstanceState::Completed;
+        metrics::counter!("switchyard_workflow_instances_completed_total", "workflow" => name, "within_sla" => if within { "true" } else { "false" })
+            .increment(1);
     }
 }
 

@@ -253,12 +253,16 @@ pub async fn list_findings(
         })?),
     };
     if let Some(s) = q.subject.as_deref()
-        && s != switchyard_store::SUBJECT_WORKFLOW
-        && s != switchyard_store::SUBJECT_BATCH
+        && ![
+            switchyard_store::SUBJECT_WORKFLOW,
+            switchyard_store::SUBJECT_BATCH,
+            switchyard_store::SUBJECT_RECONCILIATION,
+        ]
+        .contains(&s)
     {
         return Err(bad_param(
             "subject",
-            format!("unknown subject \"{s}\" (known: workflow, batch)"),
+            format!("unknown subject \"{s}\" (known: workflow, batch, reconciliation)"),
         ));
     }
     let filter = FindingFilter {

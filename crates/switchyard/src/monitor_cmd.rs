@@ -41,14 +41,15 @@ pub struct TraceArgs {
 pub struct FindingsArgs {
     #[command(flatten)]
     pub client: ClientArgs,
-    /// `workflow` or `batch` (both by default).
+    /// `workflow`, `batch` or `reconciliation` (all by default).
     #[arg(long)]
     pub subject: Option<String>,
     /// A workflow's or a batch monitor's name.
     #[arg(long)]
     pub workflow: Option<String>,
     /// breach, at_risk, stalled, out_of_sequence, duplicate, missing, delivery_failed,
-    /// missed_run, late_run, never_finished, run_failed, count_out_of_range.
+    /// missed_run, late_run, never_finished, run_failed, count_out_of_range, mismatch,
+    /// missing_in_odoo, missing_in_other.
     #[arg(long)]
     pub kind: Option<String>,
     /// Became true at or after this RFC 3339 time.

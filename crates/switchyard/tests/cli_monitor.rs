@@ -226,6 +226,37 @@ fn an_order_is_followed_across_systems_and_its_breach_reported() {
         wait_for(&inst, &token, "/v1/instances?key=%2342", |v| {
             v["instances"][0]["state"] == "completed_late"
         });
+        // The business measures as metrics.
+        let metrics = reqwest::blocking::get(format!("{}/metrics", inst.base()))
+            .unwrap()
+            .text()
+            .unwrap();
+        let line = |name: &str, with: &str| {
+            metrics
+                .lines()
+                .find(|l| l.starts_with(name) && l.contains(with))
+                .unwrap_or_else(|| panic!("{name} {with} missing:\n{metrics}"))
+                .to_string()
+        };
+        assert!(
+            line(
+                "switchyard_workflow_instances_started_total",
+                "order_to_cash"
+            )
+            .ends_with(" 1")
+        );
+        assert!(
+            line(
+                "switchyard_workflow_instances_completed_total",
+                "within_sla=\"false\""
+            )
+            .ends_with(" 1")
+        );
+        line(
+            "switchyard_workflow_step_seconds_count",
+            "step=\"invoiced\"",
+        );
+        line("switchyard_workflow_findings_total", "kind=\"breach\"");
         // The CLI.
         let out = ok(&inst, &token, &["workflows"]);
         assert!(out.contains("order_to_cash"), "{out}");
