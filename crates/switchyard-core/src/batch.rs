@@ -318,12 +318,7 @@ impl BatchMonitors {
         for (i, c) in configs.iter().enumerate() {
             let at = |k: &str| format!("batch_monitors[{i}].{k}");
             let before = problems.len();
-            let valid_name = !c.name.is_empty()
-                && c.name.len() <= 64
-                && c.name.bytes().all(|b| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
-                });
-            if !valid_name {
+            if !crate::workflows::is_name(&c.name) {
                 problems.push((
                     at("name"),
                     "must be 1 to 64 of a-z, 0-9, '-' and '_'".into(),

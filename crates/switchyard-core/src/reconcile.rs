@@ -217,12 +217,7 @@ impl Reconciliations {
         for (i, c) in configs.iter().enumerate() {
             let at = |k: &str| format!("reconciliations[{i}].{k}");
             let before = problems.len();
-            let valid = !c.name.is_empty()
-                && c.name.len() <= 64
-                && c.name.bytes().all(|b| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
-                });
-            if !valid {
+            if !crate::workflows::is_name(&c.name) {
                 problems.push((
                     at("name"),
                     "must be 1 to 64 of a-z, 0-9, '-' and '_'".into(),
