@@ -46,6 +46,11 @@ max_duration_seconds = 3600
 expected_count = 1000
 count_tolerance = 0.1
 
+[[batch_monitors]]
+name = "labels"
+criticality = "P2"
+runs_per_window = { window_seconds = 3600, min = 2 }
+
 [[workflows]]
 name = "order_to_cash"
 title = "Shop order"
@@ -169,12 +174,17 @@ struct Running {
 
 impl World {
     fn start(&self, node: &str) -> Running {
+        self.start_with(node, self.workflows.clone())
+    }
+
+    /// A monitor with other workflow definitions (a changed configuration).
+    fn start_with(&self, node: &str, workflows: Arc<Workflows>) -> Running {
         let clock: SharedClock = Arc::new(self.clock.clone());
         let m = Monitor::new(
             self.store.clone(),
             clock,
             self.sources.clone(),
-            self.workflows.clone(),
+            workflows,
             node,
             Settings {
                 poll: std::time::Duration::from_millis(20),
@@ -814,7 +824,12 @@ async fn batch_runs_over_a_week_across_daylight_saving(w: World) {
         w.settle(&mut m).await;
     }
     assert!(w.findings().await.is_empty());
-    let f = w.findings_of("batch").await;
+    let f: Vec<FindingRecord> = w
+        .findings_of("batch")
+        .await
+        .into_iter()
+        .filter(|f| f.workflow == "nightly")
+        .collect();
     let got: Vec<(FindingKind, DateTime<Utc>)> =
         f.iter().map(|f| (f.finding.kind, f.finding.at)).collect();
     assert_eq!(
@@ -876,6 +891,137 @@ async fn batch_runs_over_a_week_across_daylight_saving(w: World) {
     m.task.await.unwrap();
 }
 
+/// A job that must run at least twice an hour, and a run that reports failure.
+async fn batch_windows_and_failures(w: World) {
+    w.clock.set(utc("2026-11-24T08:10:00Z"));
+    let mut m = w.start("node-a");
+    w.settle(&mut m).await;
+    let mut n = 0;
+    let mut beat = |status: &str, message: Option<&str>| {
+        n += 1;
+        let mut data = json!({ "monitor": "labels" });
+        if let Some(msg) = message {
+            data["message"] = json!(msg);
+        }
+        (
+            format!("switchyard.heartbeat.{status}"),
+            format!("l{n}"),
+            data,
+        )
+    };
+    let plan = vec![
+        ("2026-11-24T08:20:00Z", Some(beat("start", None))),
+        ("2026-11-24T08:21:00Z", Some(beat("finish", None))),
+        ("2026-11-24T08:40:00Z", Some(beat("start", None))),
+        ("2026-11-24T08:41:00Z", Some(beat("finish", None))),
+        ("2026-11-24T09:00:00Z", None),
+        ("2026-11-24T09:30:00Z", Some(beat("start", None))),
+        (
+            "2026-11-24T09:31:00Z",
+            Some(beat("fail", Some("printer offline"))),
+        ),
+        ("2026-11-24T09:59:59Z", None),
+        ("2026-11-24T10:00:00Z", None),
+    ];
+    for (at, b) in plan {
+        w.clock.set(utc(at));
+        if let Some((ty, id, data)) = b {
+            w.send("/switchyard/heartbeats", &ty, &id, None, data).await;
+        }
+        w.settle(&mut m).await;
+    }
+    let f: Vec<FindingRecord> = w
+        .findings_of("batch")
+        .await
+        .into_iter()
+        .filter(|f| f.workflow == "labels")
+        .collect();
+    let got: Vec<(FindingKind, DateTime<Utc>)> =
+        f.iter().map(|f| (f.finding.kind, f.finding.at)).collect();
+    assert_eq!(
+        got,
+        [
+            (FindingKind::RunFailed, utc("2026-11-24T09:31:00Z")),
+            (FindingKind::MissedRun, utc("2026-11-24T10:00:00Z")),
+        ],
+        "{:#?}",
+        f.iter().map(|f| &f.finding.message).collect::<Vec<_>>()
+    );
+    assert!(
+        f[0].finding.message.ends_with("failed: printer offline"),
+        "{}",
+        f[0].finding.message
+    );
+    assert!(
+        f[1].finding.message.contains("1 run(s) started between"),
+        "{}",
+        f[1].finding.message
+    );
+    m.cancel.cancel();
+    m.task.await.unwrap();
+}
+
+/// A changed definition applies to instances that start after it; an open instance keeps
+/// the SLAs of the version it started under, across the restart that brought the change.
+async fn open_instances_keep_their_definition_version(w: World) {
+    let mut m = w.start("node-a");
+    w.send(
+        "https://shop.example",
+        "order.created",
+        "o1",
+        None,
+        order("#1"),
+    )
+    .await;
+    w.settle(&mut m).await;
+    m.cancel.cancel();
+    m.task.await.unwrap();
+    // The SLA of "confirmed" goes from 10 to 20 minutes.
+    let changed = CONFIG.replace(
+        "sla_seconds = 600\nwarn_seconds = 300",
+        "sla_seconds = 1200\nwarn_seconds = 900",
+    );
+    assert_ne!(changed, CONFIG);
+    let config = Config::parse(&changed, "t.toml", Vec::new()).unwrap();
+    let new = Arc::new(Workflows::compile(&config).unwrap());
+    assert_ne!(new.list[0].version, w.workflows.list[0].version);
+    let mut m = w.start_with("node-a", new.clone());
+    w.send(
+        "https://shop.example",
+        "order.created",
+        "o2",
+        None,
+        order("#2"),
+    )
+    .await;
+    w.settle(&mut m).await;
+    let one = w.store.instances_by_key("#1", None, 1).await.unwrap();
+    let two = w.store.instances_by_key("#2", None, 1).await.unwrap();
+    assert_eq!(one[0].instance.version, w.workflows.list[0].version);
+    assert_eq!(two[0].instance.version, new.list[0].version);
+    w.advance_to(&mut m, t0() + Duration::minutes(10)).await;
+    let breaches = |f: Vec<FindingRecord>| -> Vec<(String, DateTime<Utc>)> {
+        f.into_iter()
+            .filter(|f| f.finding.kind == FindingKind::Breach)
+            .map(|f| (f.instance_key, f.finding.at))
+            .collect()
+    };
+    assert_eq!(
+        breaches(w.findings().await),
+        [("#1".to_string(), t0() + Duration::minutes(10))]
+    );
+    w.advance_to(&mut m, t0() + Duration::minutes(20)).await;
+    assert_eq!(
+        breaches(w.findings().await),
+        [
+            ("#1".to_string(), t0() + Duration::minutes(10)),
+            ("#2".to_string(), t0() + Duration::minutes(20))
+        ]
+    );
+    m.cancel.cancel();
+    m.task.await.unwrap();
+}
+
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -906,4 +1052,6 @@ on_both!(
     events_out_of_order_and_duplicated,
     a_dead_letter_of_an_instance_event_is_a_finding,
     batch_runs_over_a_week_across_daylight_saving,
+    batch_windows_and_failures,
+    open_instances_keep_their_definition_version,
 );
