@@ -100,6 +100,8 @@ pub struct Monitor {
     settings: Settings,
     wake: Arc<Notify>,
     progress: watch::Sender<Progress>,
+    /// A count of instances for the gauges is running.
+    counting: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What the owner keeps between steps.
@@ -198,6 +200,7 @@ impl Monitor {
             settings,
             wake,
             progress: watch::channel(Progress::default()).0,
+            counting: Arc::default(),
         }
     }
 
@@ -919,12 +922,28 @@ impl Monitor {
             }
         }
         let every = std::time::Duration::from_secs(5);
-        if o.last_gauges.is_none_or(|t| t.elapsed() >= every) {
+        if o.last_gauges.is_none_or(|t| t.elapsed() >= every)
+            && !self
+                .counting
+                .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
             o.last_gauges = Some(std::time::Instant::now());
-            for c in self.store.instance_counts().await? {
-                metrics::gauge!("switchyard_workflow_instances", "workflow" => c.workflow, "state" => c.state.as_str())
-                    .set(c.count as f64);
-            }
+            let counting = self.counting.clone();
+            // Counting every instance scans the table (hundreds of ms with a million): a
+            // read of its own, so the loop is free when the next timer comes due.
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                match store.instance_counts().await {
+                    Ok(counts) => {
+                        for c in counts {
+                            metrics::gauge!("switchyard_workflow_instances", "workflow" => c.workflow, "state" => c.state.as_str())
+                                .set(c.count as f64);
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "counting workflow instances"),
+                }
+                counting.store(false, std::sync::atomic::Ordering::Release);
+            });
         }
         Ok(())
     }
