@@ -110,6 +110,8 @@ pub(crate) struct Owned {
     position: LogPosition,
     /// Every definition version instances may use, by (workflow, version).
     versions: HashMap<(String, String), Arc<Workflow>>,
+    /// Per workflow, every key name any of its versions links by.
+    key_names: HashMap<String, BTreeSet<String>>,
     /// Current versions not yet known to the store.
     unsaved: Vec<WorkflowVersion>,
     last_archive: Option<std::time::Instant>,
@@ -389,11 +391,19 @@ impl Monitor {
             }
             versions.insert(k, wf.clone());
         }
+        let mut key_names: HashMap<String, BTreeSet<String>> = HashMap::new();
+        for ((name, _), wf) in &versions {
+            key_names
+                .entry(name.clone())
+                .or_default()
+                .extend(wf.keys.iter().cloned());
+        }
         tracing::info!(epoch = lease.epoch, %position, "this node now runs the workflow monitor");
         Ok(Owned {
             lease,
             position,
             versions,
+            key_names,
             unsaved,
             last_archive: None,
             last_gauges: None,
@@ -538,13 +548,11 @@ impl Monitor {
         self.commit(o, writes, next, self.clock.now()).await
     }
 
-    /// Every key name any version of the workflow links by.
-    fn key_names(&self, o: &Owned, workflow: &str) -> BTreeSet<String> {
-        o.versions
-            .iter()
-            .filter(|((name, _), _)| name == workflow)
-            .flat_map(|(_, v)| v.keys.iter().cloned())
-            .collect()
+    /// Every key name any version of the workflow links by (computed at take-over: the
+    /// versions do not change while this node owns the monitor).
+    fn key_names<'a>(&self, o: &'a Owned, workflow: &str) -> &'a BTreeSet<String> {
+        static NONE: BTreeSet<String> = BTreeSet::new();
+        o.key_names.get(workflow).unwrap_or(&NONE)
     }
 
     /// Applies one event to one workflow; `true` if it changed an instance.
