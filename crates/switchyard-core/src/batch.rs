@@ -139,6 +139,51 @@ fn day_of_week(field: &str) -> Result<String, String> {
     Ok(parts.join(","))
 }
 
+/// The instants of a schedule in time zone `tz` after `after`, up to and including `until`
+/// (at most 10,000). A local time that happens twice (the hour the clocks go back) is one
+/// instant: the first.
+pub fn slots(
+    schedule: &cron::Schedule,
+    tz: chrono_tz::Tz,
+    after: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Vec<DateTime<Utc>> {
+    schedule
+        .after(&after.with_timezone(&tz))
+        .filter(|t| !second_of_two(tz, t))
+        .map(|t| t.with_timezone(&Utc))
+        .take_while(|t| *t <= until)
+        .take(10_000)
+        .collect()
+}
+
+/// The first instant of a schedule in time zone `tz` after `t`.
+pub fn next_slot(
+    schedule: &cron::Schedule,
+    tz: chrono_tz::Tz,
+    t: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    schedule
+        .after(&t.with_timezone(&tz))
+        .find(|t| !second_of_two(tz, t))
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// The later of the two instants a repeated local time stands for.
+fn second_of_two(tz: chrono_tz::Tz, t: &DateTime<chrono_tz::Tz>) -> bool {
+    use chrono::TimeZone;
+    matches!(
+        tz.from_local_datetime(&t.naive_local()),
+        chrono::LocalResult::Ambiguous(_, later) if later == *t
+    )
+}
+
+/// Parses an IANA time zone name, with the message `check` shows.
+pub fn parse_timezone(name: &str) -> Result<chrono_tz::Tz, String> {
+    name.parse::<chrono_tz::Tz>()
+        .map_err(|_| format!("\"{name}\" is not an IANA time zone (e.g. Europe/Berlin)"))
+}
+
 /// Parses a five-field crontab expression.
 pub fn parse_schedule(expr: &str) -> Result<cron::Schedule, String> {
     let fields: Vec<&str> = expr.split_whitespace().collect();
@@ -159,33 +204,15 @@ pub fn parse_schedule(expr: &str) -> Result<cron::Schedule, String> {
 impl BatchMonitor {
     /// Scheduled instants after `after`, up to and including `until`.
     pub fn slots(&self, after: DateTime<Utc>, until: DateTime<Utc>) -> Vec<DateTime<Utc>> {
-        let Some(s) = &self.schedule else {
-            return Vec::new();
-        };
-        s.after(&after.with_timezone(&self.timezone))
-            .filter(|t| !self.second_of_two(t))
-            .map(|t| t.with_timezone(&Utc))
-            .take_while(|t| *t <= until)
-            .take(10_000)
-            .collect()
+        match &self.schedule {
+            Some(s) => slots(s, self.timezone, after, until),
+            None => Vec::new(),
+        }
     }
 
     /// The first scheduled instant after `t`.
     pub fn next_slot(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.schedule.as_ref().and_then(|s| {
-            s.after(&t.with_timezone(&self.timezone))
-                .find(|t| !self.second_of_two(t))
-                .map(|t| t.with_timezone(&Utc))
-        })
-    }
-
-    /// A local time that happens twice (the hour the clocks go back) is one run: the first.
-    fn second_of_two(&self, t: &DateTime<chrono_tz::Tz>) -> bool {
-        use chrono::TimeZone;
-        matches!(
-            self.timezone.from_local_datetime(&t.naive_local()),
-            chrono::LocalResult::Ambiguous(_, later) if later == *t
-        )
+        next_slot(self.schedule.as_ref()?, self.timezone, t)
     }
 
     /// The scheduled instant a run that starts at `t` belongs to: the latest one at or
@@ -340,14 +367,8 @@ impl BatchMonitors {
                     "a batch monitor needs a schedule or runs_per_window".into(),
                 ));
             }
-            let timezone = c.timezone.parse::<chrono_tz::Tz>().unwrap_or_else(|_| {
-                problems.push((
-                    at("timezone"),
-                    format!(
-                        "\"{}\" is not an IANA time zone (e.g. Europe/Berlin)",
-                        c.timezone
-                    ),
-                ));
+            let timezone = parse_timezone(&c.timezone).unwrap_or_else(|e| {
+                problems.push((at("timezone"), e));
                 chrono_tz::UTC
             });
             let expected = match (c.expected_count, c.learn_count_from_runs) {

@@ -188,12 +188,15 @@ impl Reconciliation {
         after: chrono::DateTime<chrono::Utc>,
         until: chrono::DateTime<chrono::Utc>,
     ) -> Vec<chrono::DateTime<chrono::Utc>> {
-        self.schedule
-            .after(&after.with_timezone(&self.timezone))
-            .map(|t| t.with_timezone(&chrono::Utc))
-            .take_while(|t| *t <= until)
-            .take(1000)
-            .collect()
+        crate::batch::slots(&self.schedule, self.timezone, after, until)
+    }
+
+    /// The first scheduled instant after `t`.
+    pub fn next_slot(
+        &self,
+        t: chrono::DateTime<chrono::Utc>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        crate::batch::next_slot(&self.schedule, self.timezone, t)
     }
 }
 
@@ -233,12 +236,8 @@ impl Reconciliations {
             }
             let schedule =
                 parse_schedule(&c.schedule).map_err(|e| problems.push((at("schedule"), e)));
-            let timezone = c.timezone.parse::<chrono_tz::Tz>().map_err(|_| {
-                problems.push((
-                    at("timezone"),
-                    format!("\"{}\" is not an IANA time zone", c.timezone),
-                ))
-            });
+            let timezone = crate::batch::parse_timezone(&c.timezone)
+                .map_err(|e| problems.push((at("timezone"), e)));
             if !odoo_connections.contains(&c.odoo.connection) {
                 problems.push((
                     at("odoo.connection"),
