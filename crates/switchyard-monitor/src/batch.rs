@@ -72,6 +72,20 @@ fn finding(
     }
 }
 
+/// The place of a run that did not come.
+fn missed(m: &BatchMonitor, slot: DateTime<Utc>) -> BatchRun {
+    BatchRun {
+        monitor: m.name.clone(),
+        run_id: None,
+        slot: Some(slot),
+        started_at: None,
+        finished_at: None,
+        status: RunStatus::Missed,
+        count: None,
+        message: None,
+    }
+}
+
 fn fmt_time(m: &BatchMonitor, t: DateTime<Utc>) -> String {
     t.with_timezone(&m.timezone)
         .format("%Y-%m-%d %H:%M %Z")
@@ -112,13 +126,7 @@ impl Monitor {
         };
         let hb: Heartbeat = serde_json::from_value(data).map_err(|_| None)?;
         let m = self.batch.get(&hb.monitor).ok_or(None)?;
-        let at = ev
-            .event
-            .time
-            .as_deref()
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.with_timezone(&Utc).min(ev.received_at))
-            .unwrap_or(ev.received_at);
+        let at = crate::occurred_at(ev);
         let store = &self.store;
         // The run this heartbeat is about.
         let by_id = match &hb.run_id {
@@ -296,16 +304,7 @@ impl Monitor {
                         })
                         .await?;
                     if started.is_empty() {
-                        let run = BatchRun {
-                            monitor: m.name.clone(),
-                            run_id: None,
-                            slot: Some(slot),
-                            started_at: None,
-                            finished_at: None,
-                            status: RunStatus::Missed,
-                            count: None,
-                            message: None,
-                        };
+                        let run = missed(m, slot);
                         let at = slot + m.grace;
                         runs.push(RunWrite {
                             subject: switchyard_store::SUBJECT_BATCH,
@@ -362,16 +361,7 @@ impl Monitor {
                                 ),
                                 None,
                             )],
-                            run: BatchRun {
-                                monitor: m.name.clone(),
-                                run_id: None,
-                                slot: Some(e),
-                                started_at: None,
-                                finished_at: None,
-                                status: RunStatus::Missed,
-                                count: None,
-                                message: None,
-                            },
+                            run: missed(m, e),
                         });
                     }
                     o.batch_checked.insert(m.name.clone(), e);

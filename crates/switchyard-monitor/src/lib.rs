@@ -503,11 +503,7 @@ impl Monitor {
                 continue;
             }
             for wf in &wfs {
-                for k in &ev.keys {
-                    if self.key_names(o, &wf.name).contains(&k.name) {
-                        wanted.insert((wf.name.clone(), k.clone()));
-                    }
-                }
+                self.want_aliases(o, &wf.name, ev, &mut wanted);
             }
             relevant.push((i, wfs));
         }
@@ -553,6 +549,20 @@ impl Monitor {
     fn key_names<'a>(&self, o: &'a Owned, workflow: &str) -> &'a BTreeSet<String> {
         static NONE: BTreeSet<String> = BTreeSet::new();
         o.key_names.get(workflow).unwrap_or(&NONE)
+    }
+
+    /// Adds the (workflow, key) aliases of `ev` the workflow links by.
+    fn want_aliases(
+        &self,
+        o: &Owned,
+        workflow: &str,
+        ev: &StoredEvent,
+        wanted: &mut BTreeSet<(String, BusinessKey)>,
+    ) {
+        let names = self.key_names(o, workflow);
+        for k in ev.keys.iter().filter(|k| names.contains(&k.name)) {
+            wanted.insert((workflow.to_string(), k.clone()));
+        }
     }
 
     /// Applies one event to one workflow; `true` if it changed an instance.
@@ -648,13 +658,7 @@ impl Monitor {
             })
             .collect();
         let received_at = ev.received_at;
-        let occurred_at = ev
-            .event
-            .time
-            .as_deref()
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.with_timezone(&Utc).min(received_at))
-            .unwrap_or(received_at);
+        let occurred_at = occurred_at(ev);
         let slot = match (role, survivor) {
             (Role::Cancel, None) => return false,
             (_, Some(s)) => s,
@@ -865,10 +869,7 @@ impl Monitor {
                 continue;
             }
             for wf in &self.workflows.list {
-                let names = self.key_names(o, &wf.name);
-                for k in ev.keys.iter().filter(|k| names.contains(&k.name)) {
-                    wanted.insert((wf.name.clone(), k.clone()));
-                }
+                self.want_aliases(o, &wf.name, &ev, &mut wanted);
             }
             items.push(d);
         }
@@ -955,6 +956,17 @@ impl Monitor {
         }
         Ok(())
     }
+}
+
+/// When an event's step happened: its `time`, never later than its receipt (which stands in
+/// when it has none).
+pub(crate) fn occurred_at(ev: &StoredEvent) -> DateTime<Utc> {
+    ev.event
+        .time
+        .as_deref()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc).min(ev.received_at))
+        .unwrap_or(ev.received_at)
 }
 
 /// The business measures of an applied step, as metrics (per workflow and step; dimensions

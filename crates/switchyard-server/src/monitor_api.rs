@@ -160,6 +160,16 @@ pub struct KeyQuery {
     pub limit: Option<usize>,
 }
 
+/// The `key` parameter, which the instance and trace lookups need.
+fn required_key(key: Option<String>) -> Result<String, ApiError> {
+    key.filter(|k| !k.is_empty()).ok_or_else(|| {
+        bad_param(
+            "key",
+            "required: a business key value, e.g. S00042 or WH/OUT/00017",
+        )
+    })
+}
+
 /// An instance with its findings.
 async fn with_findings(state: &AppState, r: &InstanceRecord) -> Result<Value, ApiError> {
     let findings = state
@@ -185,10 +195,7 @@ pub async fn find_instances(
 ) -> ApiResult {
     state.authorize(&headers, Permission::Read).await?;
     let q: KeyQuery = parse_query(raw)?;
-    let key = q
-        .key
-        .filter(|k| !k.is_empty())
-        .ok_or_else(|| bad_param("key", "required: a business key value, e.g. S00042"))?;
+    let key = required_key(q.key)?;
     let limit = check_limit(q.limit, 20, 100)?;
     let found = state
         .store
@@ -297,10 +304,7 @@ pub async fn trace(
 ) -> ApiResult {
     state.authorize(&headers, Permission::Read).await?;
     let q: TraceQuery = parse_query(raw)?;
-    let key = q
-        .key
-        .filter(|k| !k.is_empty())
-        .ok_or_else(|| bad_param("key", "required: a business key value, e.g. WH/OUT/00017"))?;
+    let key = required_key(q.key)?;
     let limit = check_limit(q.limit, 200, 1000)?;
     let page = state
         .store
@@ -514,7 +518,7 @@ pub async fn list_reconciliations(State(state): State<AppState>, headers: Header
             "criticality": r.criticality.as_str(),
             "schedule": r.expression,
             "timezone": r.timezone.name(),
-            "next_run": r.slots(now, now + chrono::Duration::days(400)).first(),
+            "next_run": r.next_slot(now),
             "odoo": {"connection": r.odoo.connection, "model": r.odoo.model},
             "other": {"name": r.other_name, "url": r.other.url},
             "tolerance": r.tolerance,
