@@ -661,6 +661,11 @@ async fn circuit_opens_probes_and_closes_when_the_receiver_recovers() {
         b["destinations"][0]["circuit"] == "closed"
     })
     .await;
+    // The receiver counts a request before the hub has committed its result: wait for it.
+    s.wait_for("/v1/deliveries?state=delivered", |b| {
+        b["deliveries"].as_array().map_or(0, Vec::len) >= 4
+    })
+    .await;
     let (_, list) = s.get_as("/v1/deliveries?state=delivered", &s.admin).await;
     assert_eq!(list["deliveries"].as_array().unwrap().len(), 4);
     let metrics = s
