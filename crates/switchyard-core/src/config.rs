@@ -55,6 +55,23 @@ pub struct Config {
     /// The workflow monitor's own settings.
     #[serde(default)]
     pub monitor: MonitorConfig,
+    /// The alerting service's settings (`[alerting]`).
+    #[serde(default)]
+    pub alerting: crate::alerts::AlertingConfig,
+    /// Rules that turn findings, measures and delivery outcomes into alerts.
+    #[serde(default)]
+    pub alert_rules: Vec<crate::alerts::AlertRuleConfig>,
+    /// The routing tree: which receivers each alert reaches, grouped how.
+    pub route: Option<crate::alerts::RouteConfig>,
+    /// Teams' notifiers.
+    #[serde(default)]
+    pub receivers: Vec<crate::alerts::ReceiverConfig>,
+    /// Alerts that suppress others while they fire.
+    #[serde(default)]
+    pub inhibit_rules: Vec<crate::alerts::InhibitRuleConfig>,
+    /// Recurring times during which matching alerts are suppressed.
+    #[serde(default)]
+    pub maintenance_windows: Vec<crate::alerts::MaintenanceWindowConfig>,
     /// Odoo servers (`[[odoo]]`).
     #[serde(default)]
     pub odoo: Vec<crate::odoo::OdooConnectionConfig>,
@@ -669,6 +686,9 @@ impl Config {
             out.extend(problems);
         }
         if let Err(problems) = self.compiled_reconciliations() {
+            out.extend(problems);
+        }
+        if let Err(problems) = crate::alerts::Alerting::compile(self) {
             out.extend(problems);
         }
         out.extend(crate::odoo::validate(&self.odoo, &self.probes));

@@ -541,9 +541,19 @@ impl Flows {
 
         let mut flows = Vec::new();
         let mut by_name = HashMap::new();
-        for (i, f) in config.flows.iter().enumerate() {
+        // The receivers' notifiers are flows too (`notify.<receiver>.<n>`), compiled here
+        // like the others; `Alerting::compile` reports their problems at the receiver.
+        let generated = crate::alerts::notifier_flows(config);
+        let declared = config.flows.len();
+        let mut before_generated = None;
+        for (i, f) in config.flows.iter().chain(generated.iter()).enumerate() {
+            if i == declared {
+                before_generated = Some(problems.len());
+            }
             let at = |k: &str| format!("flows[{i}].{k}");
-            if !is_name(&f.name) {
+            if i >= declared {
+                // Names with dots cannot clash with declared flows' names.
+            } else if !is_name(&f.name) {
                 problems.push((
                     at("name"),
                     "must be 1 to 64 of a-z, 0-9, '-' and '_'".into(),
@@ -752,6 +762,9 @@ impl Flows {
                     config: f.clone(),
                 });
             }
+        }
+        if let Some(n) = before_generated {
+            problems.truncate(n);
         }
         // Two flows sharing an ordering key space must agree on what a failed head does,
         // or one would hold a key the other skips.

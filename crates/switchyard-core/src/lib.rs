@@ -1,6 +1,7 @@
 //! Switchyard's domain: the types every other crate speaks. No I/O lives here: no network,
 //! no database, no reading of the clock except through [`clock::Clock`].
 
+pub mod alerts;
 pub mod batch;
 pub mod clock;
 pub mod cloudevent;

@@ -290,7 +290,7 @@ impl Workflows {
 }
 
 /// A name of a workflow, step, batch monitor or reconciliation: 1 to 64 of a-z, 0-9, '-', '_'.
-pub(crate) fn is_name(s: &str) -> bool {
+pub fn is_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.bytes()
