@@ -104,10 +104,13 @@ fn compiled(text: &str) -> Alerting {
     Alerting::compile(&c).expect("compiles")
 }
 
+/// Labels in, receivers out.
+type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+
 #[test]
 fn reference_routes_by_cause() {
     let a = compiled(REFERENCE);
-    let cases: &[(&[(&str, &str)], &[&str])] = &[
+    let cases: &[Case] = &[
         // The three reference-scenario routes.
         (
             &[
