@@ -46,6 +46,10 @@ macro_rules! store_conformance_suite {
             purging_events_takes_their_finished_deliveries,
             monitor_commit_writes_instances_aliases_and_findings_once,
             monitor_commit_is_fenced_by_the_lease_epoch,
+            alerts_commit_upserts_and_is_fenced,
+            incident_actions_ack_comment_resolve,
+            silences_are_created_listed_and_expired,
+            attempt_stats_per_destination,
             monitor_commit_writes_nothing_when_a_write_fails,
             monitor_merge_moves_findings_and_aliases,
             monitor_archive_removes_closed_instances_only,
@@ -3584,5 +3588,388 @@ pub async fn monitor_runs_are_written_with_their_findings(store: SharedStore) {
     assert_eq!(
         store.lease_state("monitor").await.unwrap(),
         Some(serde_json::json!({"n": 1}))
+    );
+}
+
+// ---- alerting ----
+
+fn alert(fp: &str, state: AlertState, incident: Option<i64>, at: DateTime<Utc>) -> AlertRecord {
+    use switchyard_core::alerts::{Cause, Severity};
+    AlertRecord {
+        fingerprint: fp.into(),
+        rule: "breach".into(),
+        labels: [("alertname", "breach"), ("workflow", "o2c")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        state,
+        severity: Severity::Critical,
+        cause: Cause::BusinessProcess,
+        summary: format!("alert {fp}"),
+        count: 1,
+        evidence: serde_json::json!({"instances": ["S00042"]}),
+        suppressed: None,
+        starts_at: at,
+        updated_at: at,
+        ends_at: None,
+        incident_id: incident,
+        acknowledged_at: None,
+        acknowledged_by: None,
+    }
+}
+
+fn incident(id: i64, at: DateTime<Utc>) -> IncidentRecord {
+    use switchyard_core::alerts::{Cause, Severity};
+    IncidentRecord {
+        id,
+        group_key: format!("0:{id}"),
+        group_labels: Default::default(),
+        receiver: "operations".into(),
+        team: "operations".into(),
+        title: format!("incident {id}"),
+        severity: Severity::High,
+        cause: Cause::BusinessProcess,
+        status: IncidentStatus::Open,
+        opened_at: at,
+        notified_at: None,
+        acknowledged_at: None,
+        acknowledged_by: None,
+        resolved_at: None,
+        resolved_by: None,
+        links: serde_json::json!({}),
+    }
+}
+
+pub async fn alerts_commit_upserts_and_is_fenced(store: SharedStore) {
+    let ttl = Duration::seconds(30);
+    let a = store
+        .acquire_lease("alerts", "node-a", t0(), ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut c = AlertsCommit::new(a.clone());
+    c.checkpoint = Some(serde_json::json!({"after": 7}));
+    c.alerts = vec![
+        alert("f1", AlertState::Firing, Some(1), t0()),
+        alert("f2", AlertState::Firing, None, t0() + Duration::seconds(1)),
+    ];
+    c.groups = vec![GroupRow {
+        key: "0:{}".into(),
+        body: serde_json::json!({"seq": 1}),
+    }];
+    c.open_incidents = vec![incident(1, t0())];
+    c.notified_incidents = vec![(1, t0() + Duration::seconds(30))];
+    c.entries = vec![NewIncidentEntry {
+        incident_id: 1,
+        at: t0(),
+        kind: "opened".into(),
+        actor: None,
+        text: "opened".into(),
+    }];
+    assert!(!c.is_empty());
+    store.alerts_commit(c).await.unwrap();
+    assert_eq!(
+        store.lease_state("alerts").await.unwrap(),
+        Some(serde_json::json!({"after": 7}))
+    );
+    let all = store
+        .list_alerts(&AlertFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter()
+            .map(|a| a.fingerprint.as_str())
+            .collect::<Vec<_>>(),
+        ["f2", "f1"],
+        "newest change first"
+    );
+    assert_eq!(all[1], alert("f1", AlertState::Firing, Some(1), t0()));
+    let of_incident = store
+        .list_alerts(&AlertFilter {
+            incident_id: Some(1),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(of_incident.len(), 1);
+    let i = store.get_incident(1).await.unwrap().unwrap();
+    assert_eq!(i.notified_at, Some(t0() + Duration::seconds(30)));
+    assert_eq!(i.status, IncidentStatus::Open);
+    assert_eq!(store.alert_groups().await.unwrap().len(), 1);
+
+    // An upsert replaces; a resolve closes the incident once; deletes remove.
+    let mut c = AlertsCommit::new(a.clone());
+    let mut f1 = alert("f1", AlertState::Resolved, Some(1), t0());
+    f1.count = 5;
+    f1.ends_at = Some(t0() + Duration::minutes(5));
+    f1.updated_at = t0() + Duration::minutes(5);
+    c.alerts = vec![f1.clone()];
+    c.delete_alerts = vec!["f2".into()];
+    c.delete_groups = vec!["0:{}".into()];
+    c.open_incidents = vec![incident(1, t0() + Duration::minutes(9))]; // already there: kept
+    c.resolve_incidents = vec![(1, t0() + Duration::minutes(5))];
+    store.alerts_commit(c).await.unwrap();
+    assert_eq!(store.get_alert("f1").await.unwrap(), Some(f1));
+    assert_eq!(store.get_alert("f2").await.unwrap(), None);
+    assert!(store.alert_groups().await.unwrap().is_empty());
+    let i = store.get_incident(1).await.unwrap().unwrap();
+    assert_eq!(i.opened_at, t0());
+    assert_eq!(i.status, IncidentStatus::Resolved);
+    assert_eq!(i.resolved_by.as_deref(), Some("switchyard"));
+    let firing = store
+        .list_alerts(&AlertFilter {
+            state: Some(AlertState::Firing),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(firing.is_empty());
+
+    // Another node takes over: the stale owner writes nothing.
+    let b = store
+        .acquire_lease("alerts", "node-b", t0() + Duration::seconds(31), ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut stale = AlertsCommit::new(a.clone());
+    stale.alerts = vec![alert("f3", AlertState::Firing, None, t0())];
+    stale.open_incidents = vec![incident(2, t0())];
+    match store.alerts_commit(stale).await {
+        Err(Error::Fenced { name, epoch }) => {
+            assert_eq!((name.as_str(), epoch), ("alerts", a.epoch))
+        }
+        other => panic!("a stale owner's commit must be fenced, got {other:?}"),
+    }
+    assert_eq!(store.get_alert("f3").await.unwrap(), None);
+    assert_eq!(store.get_incident(2).await.unwrap(), None);
+    store.alerts_commit(AlertsCommit::new(b)).await.unwrap();
+}
+
+pub async fn incident_actions_ack_comment_resolve(store: SharedStore) {
+    let a = store
+        .acquire_lease("alerts", "node-a", t0(), Duration::seconds(30))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut c = AlertsCommit::new(a.clone());
+    c.open_incidents = vec![incident(1, t0()), incident(2, t0() + Duration::minutes(1))];
+    store.alerts_commit(c).await.unwrap();
+    let act = |id, kind, min: i64| IncidentAction {
+        id,
+        kind,
+        actor: "alice".into(),
+        at: t0() + Duration::minutes(min),
+        text: format!("{kind:?} by alice"),
+    };
+    assert!(matches!(
+        store
+            .incident_action(act(9, IncidentActionKind::Acknowledge, 1))
+            .await,
+        Err(Error::NotFound(_))
+    ));
+    let i = store
+        .incident_action(act(1, IncidentActionKind::Acknowledge, 2))
+        .await
+        .unwrap();
+    assert_eq!(i.status, IncidentStatus::Acknowledged);
+    assert_eq!(i.acknowledged_at, Some(t0() + Duration::minutes(2)));
+    assert_eq!(i.acknowledged_by.as_deref(), Some("alice"));
+    // A second ack changes nothing (the first time stays).
+    let again = store
+        .incident_action(act(1, IncidentActionKind::Acknowledge, 3))
+        .await
+        .unwrap();
+    assert_eq!(again.acknowledged_at, Some(t0() + Duration::minutes(2)));
+    store
+        .incident_action(act(1, IncidentActionKind::Comment, 4))
+        .await
+        .unwrap();
+    let r = store
+        .incident_action(act(1, IncidentActionKind::Resolve, 5))
+        .await
+        .unwrap();
+    assert_eq!(r.status, IncidentStatus::Resolved);
+    assert_eq!(r.resolved_by.as_deref(), Some("alice"));
+    assert!(matches!(
+        store
+            .incident_action(act(1, IncidentActionKind::Acknowledge, 6))
+            .await,
+        Err(Error::Conflict(_))
+    ));
+    // The automatic resolve of an incident resolved by hand keeps the hand's.
+    let mut c = AlertsCommit::new(a.clone());
+    c.resolve_incidents = vec![(1, t0() + Duration::minutes(7))];
+    store.alerts_commit(c).await.unwrap();
+    let i = store.get_incident(1).await.unwrap().unwrap();
+    assert_eq!(i.resolved_by.as_deref(), Some("alice"));
+    assert_eq!(i.resolved_at, Some(t0() + Duration::minutes(5)));
+    // Resolving without an ack counts as acknowledged then (for MTTA).
+    let r = store
+        .incident_action(act(2, IncidentActionKind::Resolve, 8))
+        .await
+        .unwrap();
+    assert_eq!(r.acknowledged_at, r.resolved_at);
+
+    let kinds: Vec<String> = store
+        .incident_timeline(1)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds, ["acknowledged", "comment", "resolved"]);
+    let open = store
+        .list_incidents(&IncidentFilter {
+            status: vec![IncidentStatus::Open, IncidentStatus::Acknowledged],
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(open.is_empty());
+    let all = store
+        .list_incidents(&IncidentFilter {
+            team: Some("operations".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.iter().map(|i| i.id).collect::<Vec<_>>(), [2, 1]);
+    let older = store
+        .list_incidents(&IncidentFilter {
+            before_id: Some(2),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(older.iter().map(|i| i.id).collect::<Vec<_>>(), [1]);
+}
+
+pub async fn silences_are_created_listed_and_expired(store: SharedStore) {
+    let s = store
+        .create_silence(NewSilence {
+            matchers: vec![r#"cause="odoo_unavailable""#.into()],
+            starts_at: t0(),
+            ends_at: t0() + Duration::hours(2),
+            created_by: "alice".into(),
+            comment: "Odoo upgrade".into(),
+            created_at: t0() - Duration::minutes(1),
+        })
+        .await
+        .unwrap();
+    assert!(s.id > 0);
+    let later = store
+        .create_silence(NewSilence {
+            matchers: vec![r#"flow="x""#.into()],
+            starts_at: t0() + Duration::hours(3),
+            ends_at: t0() + Duration::hours(4),
+            created_by: "bob".into(),
+            comment: "later".into(),
+            created_at: t0(),
+        })
+        .await
+        .unwrap();
+    let active = |t| {
+        let store = store.clone();
+        async move {
+            store
+                .list_silences(Some(t))
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|s| s.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(active(t0() - Duration::seconds(1)).await, Vec::<i64>::new());
+    assert_eq!(active(t0()).await, [s.id]);
+    assert_eq!(active(t0() + Duration::hours(3)).await, [later.id]);
+    assert_eq!(store.list_silences(None).await.unwrap().len(), 2);
+    let e = store
+        .expire_silence(s.id, "carol", t0() + Duration::minutes(30))
+        .await
+        .unwrap();
+    assert_eq!(e.expired_by.as_deref(), Some("carol"));
+    assert_eq!(
+        active(t0() + Duration::minutes(31)).await,
+        Vec::<i64>::new()
+    );
+    // Expiring an ended one changes nothing; an unknown one is not found.
+    let again = store
+        .expire_silence(s.id, "dave", t0() + Duration::minutes(40))
+        .await
+        .unwrap();
+    assert_eq!(again.expired_by.as_deref(), Some("carol"));
+    assert!(matches!(
+        store.expire_silence(9999, "x", t0()).await,
+        Err(Error::NotFound(_))
+    ));
+}
+
+pub async fn attempt_stats_per_destination(store: SharedStore) {
+    let ids = enqueue(
+        &store,
+        "as",
+        vec![
+            delivery("f", "carrier", Lane::Standard),
+            delivery("f", "carrier", Lane::Standard),
+            delivery("g", "odoo", Lane::Standard),
+        ],
+    )
+    .await;
+    let t = t0();
+    let claimed = store
+        .claim_deliveries(claim_req("a", Lane::Standard, 10, t))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 3);
+    for d in &claimed {
+        let mut r = if d.destination == "odoo" {
+            result(d, "a", AttemptNext::Delivered, t)
+        } else {
+            result(d, "a", AttemptNext::RetryAt(t + Duration::seconds(5)), t)
+        };
+        if d.id == ids[1] {
+            r.status = Some(429);
+            r.started_at = t + Duration::seconds(1);
+            r.error = Some("Too Many Requests".into());
+        }
+        store.complete_attempt(r).await.unwrap();
+    }
+    let stats = store.attempt_stats(t).await.unwrap();
+    assert_eq!(stats.len(), 2);
+    assert_eq!(
+        (
+            stats[0].destination.as_str(),
+            stats[0].attempts,
+            stats[0].failed,
+            stats[0].throttled
+        ),
+        ("carrier", 2, 2, 1)
+    );
+    assert_eq!(stats[0].last_status, Some(429));
+    assert_eq!(stats[0].last_outcome, "transient");
+    assert_eq!(stats[0].last_error.as_deref(), Some("Too Many Requests"));
+    assert_eq!(
+        (
+            stats[1].destination.as_str(),
+            stats[1].attempts,
+            stats[1].failed
+        ),
+        ("odoo", 1, 0)
+    );
+    assert!(
+        store
+            .attempt_stats(t + Duration::seconds(2))
+            .await
+            .unwrap()
+            .is_empty()
     );
 }

@@ -23,6 +23,11 @@ use std::sync::Arc;
 use switchyard_core::CloudEvent;
 use switchyard_core::token::Role;
 
+pub use alerts::{
+    AlertFilter, AlertRecord, AlertState, AlertsCommit, AttemptStat, GroupRow, IncidentAction,
+    IncidentActionKind, IncidentEntry, IncidentFilter, IncidentRecord, IncidentStatus,
+    NewIncidentEntry, NewSilence, SilenceRecord,
+};
 pub use delivery::{
     AttemptNext, AttemptRecord, AttemptResult, ClaimRequest, CreatedDelivery, DeliveryFilter,
     DeliveryRecord, DeliveryStat, DeliveryState, DestinationPause, LeaseRequest, NewDelivery,
@@ -34,13 +39,16 @@ pub use monitor::{
     SUBJECT_RECONCILIATION, SUBJECT_WORKFLOW, WorkflowAlias, WorkflowVersion,
 };
 
+pub mod alerts;
 pub mod conformance;
 pub mod delivery;
 pub mod monitor;
 pub mod postgres;
+mod postgres_alerts;
 mod postgres_monitor;
 mod postgres_queue;
 pub mod sqlite;
+mod sqlite_alerts;
 mod sqlite_monitor;
 mod sqlite_queue;
 mod util;
@@ -696,6 +704,54 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes up to `limit` closed instances closed before `closed_before` (with their
     /// aliases; their findings stay as history). Returns how many.
     async fn archive_instances(&self, closed_before: DateTime<Utc>, limit: usize) -> Result<u64>;
+
+    /// Instances by id (those that exist; archived or merged ones are left out).
+    async fn instances_by_ids(&self, ids: Vec<i64>) -> Result<Vec<InstanceRecord>>;
+
+    // ---- alerting (see `alerts.rs`) ----
+
+    /// Writes one pass of the alerting service: alerts, groups, incidents opened, resolved
+    /// or notified, timeline entries and its checkpoint (as the lease's state), all or
+    /// nothing; `Fenced` when the lease's epoch moved on.
+    async fn alerts_commit(&self, commit: AlertsCommit) -> Result<()>;
+
+    /// Alerts, most recently changed first.
+    async fn list_alerts(&self, filter: &AlertFilter) -> Result<Vec<AlertRecord>>;
+
+    async fn get_alert(&self, fingerprint: &str) -> Result<Option<AlertRecord>>;
+
+    /// Every notification group's state.
+    async fn alert_groups(&self) -> Result<Vec<GroupRow>>;
+
+    async fn get_incident(&self, id: i64) -> Result<Option<IncidentRecord>>;
+
+    /// Incidents, newest first.
+    async fn list_incidents(&self, filter: &IncidentFilter) -> Result<Vec<IncidentRecord>>;
+
+    /// An incident's timeline, oldest first.
+    async fn incident_timeline(&self, id: i64) -> Result<Vec<IncidentEntry>>;
+
+    /// Acknowledges, resolves or comments on an incident and adds the timeline line.
+    /// `NotFound` for an unknown incident; `Conflict` for an ack or resolve of a resolved
+    /// one (a comment is always taken); an ack of an acknowledged one changes nothing.
+    async fn incident_action(&self, action: IncidentAction) -> Result<IncidentRecord>;
+
+    async fn create_silence(&self, silence: NewSilence) -> Result<SilenceRecord>;
+
+    /// Silences in force at `active_at` (not expired, started, not ended), or every one
+    /// (newest first) when `None`.
+    async fn list_silences(&self, active_at: Option<DateTime<Utc>>) -> Result<Vec<SilenceRecord>>;
+
+    /// Ends a silence now. `NotFound` for an unknown one; an ended one is returned as is.
+    async fn expire_silence(
+        &self,
+        id: i64,
+        actor: &str,
+        at: DateTime<Utc>,
+    ) -> Result<SilenceRecord>;
+
+    /// Attempts per destination started at or after `since`.
+    async fn attempt_stats(&self, since: DateTime<Utc>) -> Result<Vec<AttemptStat>>;
 }
 
 pub type SharedStore = Arc<dyn Store>;

@@ -11,6 +11,7 @@
 //! still running (`pg_snapshot_xmin`). Ordered by `(tx, seq)`, nothing can ever commit
 //! behind a position a reader has passed.
 
+use crate::postgres_alerts as al;
 use crate::postgres_monitor as wf;
 use crate::postgres_queue as queue;
 use crate::util::*;
@@ -246,6 +247,53 @@ CREATE INDEX batch_runs_monitor ON batch_runs (monitor, id);
 CREATE INDEX batch_runs_slot ON batch_runs (monitor, slot);
 CREATE INDEX batch_runs_run_id ON batch_runs (monitor, run_id);
 CREATE INDEX batch_runs_status ON batch_runs (status, started_at);
+"#,
+    ),
+    (
+        8,
+        r#"
+CREATE TABLE alerts (
+    fingerprint TEXT PRIMARY KEY,
+    rule TEXT NOT NULL,
+    state TEXT NOT NULL,
+    incident_id BIGINT,
+    starts_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX alerts_state ON alerts (state, updated_at);
+CREATE INDEX alerts_incident ON alerts (incident_id);
+CREATE TABLE alert_groups (
+    key TEXT PRIMARY KEY,
+    body TEXT NOT NULL
+);
+CREATE TABLE incidents (
+    id BIGINT PRIMARY KEY,
+    status TEXT NOT NULL,
+    team TEXT NOT NULL,
+    opened_at BIGINT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX incidents_status ON incidents (status, id);
+CREATE INDEX incidents_opened ON incidents (opened_at);
+CREATE TABLE incident_entries (
+    id BIGSERIAL PRIMARY KEY,
+    incident_id BIGINT NOT NULL,
+    at BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    actor TEXT,
+    text TEXT NOT NULL
+);
+CREATE INDEX incident_entries_incident ON incident_entries (incident_id, id);
+CREATE TABLE silences (
+    id BIGSERIAL PRIMARY KEY,
+    starts_at BIGINT NOT NULL,
+    ends_at BIGINT NOT NULL,
+    expired_at BIGINT,
+    body TEXT NOT NULL
+);
+CREATE INDEX silences_ends ON silences (ends_at);
+CREATE INDEX delivery_attempts_started ON delivery_attempts (started_at);
 "#,
     ),
 ];
@@ -1605,6 +1653,84 @@ impl Store for PgStore {
     async fn archive_instances(&self, closed_before: DateTime<Utc>, limit: usize) -> Result<u64> {
         let c = self.client().await?;
         wf::archive(&c, closed_before, limit.clamp(1, 100_000) as i64).await
+    }
+
+    async fn instances_by_ids(&self, ids: Vec<i64>) -> Result<Vec<InstanceRecord>> {
+        let c = self.client().await?;
+        wf::by_ids(&c, &ids).await
+    }
+
+    async fn alerts_commit(&self, commit: AlertsCommit) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(map_err)?;
+        al::commit(&tx, &commit).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn list_alerts(&self, filter: &AlertFilter) -> Result<Vec<AlertRecord>> {
+        let c = self.client().await?;
+        al::list_alerts(&c, filter).await
+    }
+
+    async fn get_alert(&self, fingerprint: &str) -> Result<Option<AlertRecord>> {
+        let c = self.client().await?;
+        al::get_alert(&c, fingerprint).await
+    }
+
+    async fn alert_groups(&self) -> Result<Vec<GroupRow>> {
+        let c = self.client().await?;
+        al::groups(&c).await
+    }
+
+    async fn get_incident(&self, id: i64) -> Result<Option<IncidentRecord>> {
+        let c = self.client().await?;
+        al::get_incident(&c, id).await
+    }
+
+    async fn list_incidents(&self, filter: &IncidentFilter) -> Result<Vec<IncidentRecord>> {
+        let c = self.client().await?;
+        al::list_incidents(&c, filter).await
+    }
+
+    async fn incident_timeline(&self, id: i64) -> Result<Vec<IncidentEntry>> {
+        let c = self.client().await?;
+        al::timeline(&c, id).await
+    }
+
+    async fn incident_action(&self, action: IncidentAction) -> Result<IncidentRecord> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(map_err)?;
+        let out = al::action(&tx, &action).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(out)
+    }
+
+    async fn create_silence(&self, silence: NewSilence) -> Result<SilenceRecord> {
+        let c = self.client().await?;
+        al::create_silence(&c, &silence).await
+    }
+
+    async fn list_silences(&self, active_at: Option<DateTime<Utc>>) -> Result<Vec<SilenceRecord>> {
+        let c = self.client().await?;
+        al::list_silences(&c, active_at).await
+    }
+
+    async fn expire_silence(
+        &self,
+        id: i64,
+        actor: &str,
+        at: DateTime<Utc>,
+    ) -> Result<SilenceRecord> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(map_err)?;
+        let out = al::expire_silence(&tx, id, actor, at).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(out)
+    }
+
+    async fn attempt_stats(&self, since: DateTime<Utc>) -> Result<Vec<AttemptStat>> {
+        let c = self.client().await?;
+        al::attempt_stats(&c, since).await
     }
 }
 

@@ -482,6 +482,18 @@ pub(crate) async fn get(c: &impl GenericClient, id: i64) -> Result<Option<Instan
     .transpose()
 }
 
+pub(crate) async fn by_ids(c: &impl GenericClient, ids: &[i64]) -> Result<Vec<InstanceRecord>> {
+    c.query(
+        &format!("SELECT {COLS} FROM wf_instances WHERE id = ANY($1) ORDER BY id"),
+        &[&ids],
+    )
+    .await
+    .map_err(map_err)?
+    .iter()
+    .map(instance_record)
+    .collect()
+}
+
 pub(crate) async fn list(
     c: &impl GenericClient,
     f: &InstanceFilter,

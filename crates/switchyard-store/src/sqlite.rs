@@ -9,6 +9,7 @@
 //!
 //! Nothing but the writer thread may write to the file while the server runs.
 
+use crate::sqlite_alerts as al;
 use crate::sqlite_monitor as wf;
 use crate::sqlite_queue as queue;
 use crate::util::*;
@@ -250,6 +251,53 @@ CREATE INDEX batch_runs_monitor ON batch_runs (monitor, id);
 CREATE INDEX batch_runs_slot ON batch_runs (monitor, slot);
 CREATE INDEX batch_runs_run_id ON batch_runs (monitor, run_id);
 CREATE INDEX batch_runs_status ON batch_runs (status, started_at);
+"#,
+    ),
+    (
+        8,
+        r#"
+CREATE TABLE alerts (
+    fingerprint TEXT PRIMARY KEY,
+    rule TEXT NOT NULL,
+    state TEXT NOT NULL,
+    incident_id BIGINT,
+    starts_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX alerts_state ON alerts (state, updated_at);
+CREATE INDEX alerts_incident ON alerts (incident_id);
+CREATE TABLE alert_groups (
+    key TEXT PRIMARY KEY,
+    body TEXT NOT NULL
+);
+CREATE TABLE incidents (
+    id BIGINT PRIMARY KEY,
+    status TEXT NOT NULL,
+    team TEXT NOT NULL,
+    opened_at BIGINT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX incidents_status ON incidents (status, id);
+CREATE INDEX incidents_opened ON incidents (opened_at);
+CREATE TABLE incident_entries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    incident_id BIGINT NOT NULL,
+    at BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    actor TEXT,
+    text TEXT NOT NULL
+);
+CREATE INDEX incident_entries_incident ON incident_entries (incident_id, id);
+CREATE TABLE silences (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    starts_at BIGINT NOT NULL,
+    ends_at BIGINT NOT NULL,
+    expired_at BIGINT,
+    body TEXT NOT NULL
+);
+CREATE INDEX silences_ends ON silences (ends_at);
+CREATE INDEX delivery_attempts_started ON delivery_attempts (started_at);
 "#,
     ),
 ];
@@ -1747,5 +1795,67 @@ impl Store for SqliteStore {
         let limit = limit.clamp(1, 100_000) as i64;
         self.write(move |c| wf::archive(c, closed_before, limit))
             .await
+    }
+
+    async fn instances_by_ids(&self, ids: Vec<i64>) -> Result<Vec<InstanceRecord>> {
+        self.read(move |c| wf::by_ids(c, &ids)).await
+    }
+
+    async fn alerts_commit(&self, commit: AlertsCommit) -> Result<()> {
+        self.write(move |c| al::commit(c, &commit)).await
+    }
+
+    async fn list_alerts(&self, filter: &AlertFilter) -> Result<Vec<AlertRecord>> {
+        let filter = filter.clone();
+        self.read(move |c| al::list_alerts(c, &filter)).await
+    }
+
+    async fn get_alert(&self, fingerprint: &str) -> Result<Option<AlertRecord>> {
+        let fingerprint = fingerprint.to_string();
+        self.read(move |c| al::get_alert(c, &fingerprint)).await
+    }
+
+    async fn alert_groups(&self) -> Result<Vec<GroupRow>> {
+        self.read(al::groups).await
+    }
+
+    async fn get_incident(&self, id: i64) -> Result<Option<IncidentRecord>> {
+        self.read(move |c| al::get_incident(c, id)).await
+    }
+
+    async fn list_incidents(&self, filter: &IncidentFilter) -> Result<Vec<IncidentRecord>> {
+        let filter = filter.clone();
+        self.read(move |c| al::list_incidents(c, &filter)).await
+    }
+
+    async fn incident_timeline(&self, id: i64) -> Result<Vec<IncidentEntry>> {
+        self.read(move |c| al::timeline(c, id)).await
+    }
+
+    async fn incident_action(&self, action: IncidentAction) -> Result<IncidentRecord> {
+        self.write(move |c| al::action(c, &action)).await
+    }
+
+    async fn create_silence(&self, silence: NewSilence) -> Result<SilenceRecord> {
+        self.write(move |c| al::create_silence(c, &silence)).await
+    }
+
+    async fn list_silences(&self, active_at: Option<DateTime<Utc>>) -> Result<Vec<SilenceRecord>> {
+        self.read(move |c| al::list_silences(c, active_at)).await
+    }
+
+    async fn expire_silence(
+        &self,
+        id: i64,
+        actor: &str,
+        at: DateTime<Utc>,
+    ) -> Result<SilenceRecord> {
+        let actor = actor.to_string();
+        self.write(move |c| al::expire_silence(c, id, &actor, at))
+            .await
+    }
+
+    async fn attempt_stats(&self, since: DateTime<Utc>) -> Result<Vec<AttemptStat>> {
+        self.read(move |c| al::attempt_stats(c, since)).await
     }
 }

@@ -472,6 +472,19 @@ pub(crate) fn get(c: &Connection, id: i64) -> Result<Option<InstanceRecord>> {
         .transpose()
 }
 
+pub(crate) fn by_ids(c: &Connection, ids: &[i64]) -> Result<Vec<InstanceRecord>> {
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        let marks = vec!["?"; chunk.len()].join(", ");
+        out.extend(instances(
+            c,
+            &format!("SELECT {COLS} FROM wf_instances WHERE id IN ({marks}) ORDER BY id"),
+            params_from_iter(chunk.iter()),
+        )?);
+    }
+    Ok(out)
+}
+
 pub(crate) fn list(c: &Connection, f: &InstanceFilter, limit: i64) -> Result<Vec<InstanceRecord>> {
     let states = (!f.states.is_empty()).then(|| {
         serde_json::Value::from(f.states.iter().map(|s| s.as_str()).collect::<Vec<_>>()).to_string()
