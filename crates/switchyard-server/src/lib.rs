@@ -4,6 +4,7 @@
 //! This crate owns no state of its own beyond caches: everything durable goes through the
 //! store, and the binary decides what runs (it builds an [`AppState`] and calls [`serve`]).
 
+pub mod alerting;
 pub mod api;
 pub mod auth;
 pub mod delivery_api;
