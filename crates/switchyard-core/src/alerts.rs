@@ -944,6 +944,18 @@ impl Alerting {
         self.rules.is_empty()
     }
 
+    /// Nothing configured: no rules, no routes.
+    pub fn empty() -> Alerting {
+        Alerting {
+            settings: AlertingConfig::default(),
+            rules: Vec::new(),
+            route: None,
+            receivers: Vec::new(),
+            inhibit: Vec::new(),
+            windows: Vec::new(),
+        }
+    }
+
     /// Compiles the alerting sections of `config`: (dotted key, problem) pairs on error.
     pub fn compile(config: &Config) -> Result<Alerting, Vec<(String, String)>> {
         let mut out = Vec::new();

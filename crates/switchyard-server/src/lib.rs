@@ -5,6 +5,7 @@
 //! store, and the binary decides what runs (it builds an [`AppState`] and calls [`serve`]).
 
 pub mod alerting;
+pub mod alerts_api;
 pub mod api;
 pub mod auth;
 pub mod delivery_api;
@@ -69,6 +70,8 @@ pub struct AppState {
     pub batch: Arc<switchyard_core::batch::BatchMonitors>,
     /// The configured reconciliations.
     pub reconciliations: Arc<switchyard_core::reconcile::Reconciliations>,
+    /// Alert rules, routes and receivers (for `/v1/routes/test`).
+    pub alerting: Arc<switchyard_core::alerts::Alerting>,
 }
 
 impl AppState {
@@ -101,10 +104,17 @@ impl AppState {
             workflows: Arc::default(),
             batch: Arc::default(),
             reconciliations: Arc::default(),
+            alerting: Arc::new(switchyard_core::alerts::Alerting::empty()),
         }
     }
 
     /// The configured reconciliations (default: none).
+    /// The compiled alerting configuration (default: nothing configured).
+    pub fn with_alerting(mut self, alerting: Arc<switchyard_core::alerts::Alerting>) -> Self {
+        self.alerting = alerting;
+        self
+    }
+
     pub fn with_reconciliations(
         mut self,
         recs: Arc<switchyard_core::reconcile::Reconciliations>,
@@ -334,6 +344,34 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/instances", get(monitor_api::find_instances))
         .route("/v1/instances/{id}", get(monitor_api::get_instance))
         .route("/v1/findings", get(monitor_api::list_findings))
+        .route("/v1/alerts", get(alerts_api::list_alerts))
+        .route("/v1/incidents", get(alerts_api::list_incidents))
+        .route("/v1/incidents/stats", get(alerts_api::stats))
+        .route("/v1/incidents/{id}", get(alerts_api::get_incident))
+        .route(
+            "/v1/incidents/{id}/ack",
+            axum::routing::post(alerts_api::ack),
+        )
+        .route(
+            "/v1/incidents/{id}/resolve",
+            axum::routing::post(alerts_api::resolve),
+        )
+        .route(
+            "/v1/incidents/{id}/comments",
+            axum::routing::post(alerts_api::comment),
+        )
+        .route(
+            "/v1/silences",
+            get(alerts_api::list_silences).post(alerts_api::create_silence),
+        )
+        .route(
+            "/v1/silences/{id}/expire",
+            axum::routing::post(alerts_api::expire_silence),
+        )
+        .route(
+            "/v1/routes/test",
+            axum::routing::post(alerts_api::test_routes),
+        )
         .route("/v1/trace", get(monitor_api::trace))
         .route(
             "/v1/heartbeats/{monitor}",

@@ -210,6 +210,18 @@ pub async fn start(
         )
         .map_err(|e| anyhow::anyhow!(e))?,
     );
+    let alerts = std::sync::Arc::new(
+        switchyard_server::alerting::AlertService::new(
+            config,
+            store.clone(),
+            clock.clone(),
+            state.engine.clone(),
+            workflows.clone(),
+            &node,
+        )
+        .map_err(|e| anyhow::anyhow!(e))?,
+    );
+    let state = state.with_alerting(alerts.alerting().clone());
     let monitor = switchyard_monitor::Monitor::new(
         store.clone(),
         clock.clone(),
@@ -254,6 +266,7 @@ pub async fn start(
     tracker.spawn(usage.run(cancel.clone()));
     tracker.spawn(monitor.run(cancel.clone()));
     tracker.spawn(reconciler.run(cancel.clone()));
+    tracker.spawn(alerts.run(cancel.clone()));
     tracker.spawn(
         Retention {
             store: store.clone(),

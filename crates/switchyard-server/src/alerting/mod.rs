@@ -581,7 +581,7 @@ impl AlertService {
                 return Ok(Some((cause, why)));
             }
         }
-        // The awaited step's source: silent or lagging over the step's SLA.
+        // The awaited step's source: lagging by more than half the step's SLA.
         let Some(w) = self.workflows.get(&i.instance.workflow) else {
             return Ok(None);
         };
@@ -592,15 +592,10 @@ impl AlertService {
         let activity = self.store.source_activity(now - window).await?;
         let seen = activity.iter().find(|a| a.source == s.on.source);
         let lag_limit = window.num_milliseconds() / 2;
+        // A quiet source is not evidence by itself (a small company's Odoo may post nothing
+        // for an hour); silence has its own measure (`source_silence_seconds`). Events that
+        // arrive late are: the source is backed up.
         match seen {
-            None => Ok(Some((
-                Cause::UpstreamBacklog,
-                format!(
-                    "source {} sent nothing in the last {}",
-                    s.on.source,
-                    human(window)
-                ),
-            ))),
             Some(a) if a.max_lag_ms.unwrap_or(0) > lag_limit => Ok(Some((
                 Cause::UpstreamBacklog,
                 format!(

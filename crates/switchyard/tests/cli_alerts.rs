@@ -1,0 +1,341 @@
+//! Alerts as an operator meets them: the real binary on both stores, a workflow breach that
+//! becomes an alert with its business summary, a notification delivered to a real HTTP
+//! receiver through the critical lane, the incident acknowledged (not by a viewer), bad
+//! silences and unknown incidents refused with problem+json, `/v1/routes/test`, and the
+//! alert clearing when the order completes — which resolves the incident by itself.
+
+mod support;
+
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+use support::{Instance, Receiver};
+
+const WORKFLOW: &str = r#"
+[[sources]]
+name = "shop"
+kind = "cloudevents"
+source = "/shop"
+keys = { shop_order = ".data.number" }
+
+[[sources]]
+name = "odoo"
+kind = "cloudevents"
+source = "/odoo"
+keys = { shop_order = ".data.origin", sale_order = ".data.name" }
+
+[[sources]]
+name = "wms"
+kind = "cloudevents"
+source = "/wms"
+keys = { sale_order = ".data.order", picking = ".data.picking" }
+
+[[batch_monitors]]
+name = "export"
+criticality = "P3"
+schedule = "0 2 * * *"
+expected_count = 100
+
+[[workflows]]
+name = "order_to_cash"
+title = "Shop order"
+criticality = "P2"
+key = "shop_order"
+dimensions = { warehouse = ".data.warehouse" }
+
+[[workflows.steps]]
+name = "ordered"
+source = "shop"
+type = "order.created"
+
+[[workflows.steps]]
+name = "confirmed"
+source = "odoo"
+type = "sale.order.confirmed"
+after = ["ordered"]
+
+[[workflows.steps]]
+name = "shipped"
+source = "wms"
+type = "shipment.shipped"
+key = "picking"
+after = ["confirmed"]
+
+[[workflows.steps]]
+name = "invoiced"
+source = "odoo"
+type = "invoice.posted"
+key = "sale_order"
+from = "shipped"
+sla_seconds = 2
+warn_seconds = 1
+after = ["shipped"]
+"#;
+
+fn alerting(hook: &str) -> String {
+    format!(
+        r#"
+[alerting]
+evaluation_interval_seconds = 1
+external_url = "http://switchyard.example"
+
+[[destinations]]
+name = "ops-hook"
+url = "{hook}"
+
+[[alert_rules]]
+name = "order-late"
+on = "finding"
+findings = ["breach"]
+
+[[receivers]]
+name = "operations"
+[[receivers.notify]]
+type = "webhook"
+destination = "ops-hook"
+
+[route]
+receiver = "operations"
+group_by = ["workflow"]
+group_wait_seconds = 0
+group_interval_seconds = 1
+repeat_interval_seconds = 3600
+"#
+    )
+}
+
+fn send(inst: &Instance, token: &str, events: Value) {
+    let r = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/events", inst.base()))
+        .bearer_auth(token)
+        .header("content-type", "application/cloudevents-batch+json")
+        .body(events.to_string())
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202, "{}", r.text().unwrap());
+}
+
+fn get(inst: &Instance, token: &str, path: &str) -> (u16, String, Value) {
+    let r = reqwest::blocking::Client::new()
+        .get(format!("{}{path}", inst.base()))
+        .bearer_auth(token)
+        .send()
+        .unwrap();
+    let status = r.status().as_u16();
+    let ct = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (status, ct, r.json().unwrap_or(Value::Null))
+}
+
+/// Polls `path` until `done` holds for its body.
+fn wait_for(inst: &Instance, token: &str, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, _, v) = get(inst, token, path);
+        if status == 200 && done(&v) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path}: gave up waiting, last {v}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn ev(id: &str, source: &str, ty: &str, data: Value) -> Value {
+    json!({"specversion": "1.0", "id": id, "source": source, "type": ty, "data": data})
+}
+
+fn post(inst: &Instance, token: &str, path: &str, body: Value) -> (u16, Value) {
+    let r = reqwest::blocking::Client::new()
+        .post(format!("{}{path}", inst.base()))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().unwrap_or(Value::Null))
+}
+
+#[test]
+fn a_breach_alerts_the_team_and_clears_when_the_order_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    for (backend, url) in support::store_urls(dir.path()) {
+        let hook = Receiver::start(200, Duration::ZERO);
+        let config = format!("{WORKFLOW}{}", alerting(&hook.url));
+        let mut inst = Instance::new(dir.path(), backend, &url, &config);
+        let token = inst.create_token("admin", &format!("ops-{backend}"));
+        let viewer = inst.create_token("viewer", &format!("view-{backend}"));
+        inst.start();
+        send(
+            &inst,
+            &token,
+            json!([
+                ev(
+                    "o1",
+                    "/shop",
+                    "order.created",
+                    json!({"number": "#1", "warehouse": "WH1"})
+                ),
+                ev(
+                    "s1",
+                    "/odoo",
+                    "sale.order.confirmed",
+                    json!({"name": "S1", "origin": "#1"})
+                ),
+                ev(
+                    "p1",
+                    "/wms",
+                    "shipment.shipped",
+                    json!({"order": "S1", "picking": "WH/OUT/1"})
+                ),
+            ]),
+        );
+        // The invoice does not come within 2 s: a breach, an alert, a notification.
+        // (The prober's HEAD requests carry no body.)
+        let got = hook.wait_until("a notification", Duration::from_secs(60), |r| {
+            r.iter().any(|x| !x.body.is_null())
+        });
+        let n = &got.iter().find(|x| !x.body.is_null()).unwrap().body;
+        assert_eq!(n["receiver"], "operations", "{n}");
+        assert_eq!(n["status"], "firing");
+        assert_eq!(n["group_labels"], json!({"workflow": "order_to_cash"}));
+        let alert = &n["alerts"][0];
+        assert_eq!(alert["labels"]["alertname"], "order-late");
+        assert_eq!(alert["labels"]["step"], "invoiced");
+        assert_eq!(alert["labels"]["warehouse"], "WH1");
+        assert_eq!(alert["labels"]["severity"], "high", "P2 maps to high");
+        assert_eq!(alert["cause"], "business_process");
+        assert!(
+            alert["summary"].as_str().unwrap().contains("invoiced"),
+            "{alert}"
+        );
+        assert_eq!(alert["evidence"]["instances"], json!(["#1"]));
+        assert!(
+            n["incident_url"]
+                .as_str()
+                .unwrap()
+                .starts_with("http://switchyard.example/")
+        );
+
+        let v = wait_for(&inst, &token, "/v1/incidents", |v| {
+            v["incidents"].as_array().is_some_and(|l| !l.is_empty())
+        });
+        let incident = &v["incidents"][0];
+        let id = incident["id"].as_i64().unwrap();
+        assert_eq!(incident["team"], "operations");
+        assert_eq!(incident["status"], "open");
+        let (_, _, a) = get(&inst, &token, "/v1/alerts?state=firing");
+        assert_eq!(a["alerts"].as_array().unwrap().len(), 1, "{a}");
+        assert!(
+            a["alerts"][0]["evidence"].get("open").is_none(),
+            "bookkeeping is not shown"
+        );
+
+        // A viewer cannot acknowledge; an unknown incident is 404; bad silences are 400.
+        let (s, body) = post(
+            &inst,
+            &viewer,
+            &format!("/v1/incidents/{id}/ack"),
+            json!({}),
+        );
+        assert_eq!(s, 403, "{body}");
+        let (s, body) = post(&inst, &token, "/v1/incidents/9999/ack", json!({}));
+        assert_eq!(
+            (s, body["type"].as_str()),
+            (404, Some("/problems/not-found")),
+            "{body}"
+        );
+        let (s, body) = post(
+            &inst,
+            &token,
+            "/v1/silences",
+            json!({"matchers": ["cause=\"x\""], "starts_at": "2030-01-02T00:00:00Z", "ends_at": "2030-01-01T00:00:00Z", "comment": "c"}),
+        );
+        assert_eq!(s, 400, "{body}");
+        assert_eq!(body["errors"][0]["field"], "ends_at", "{body}");
+        let (s, body) = post(
+            &inst,
+            &token,
+            "/v1/silences",
+            json!({"matchers": ["cause=~\"(\""], "ends_at": "2030-01-01T00:00:00Z", "comment": "c"}),
+        );
+        assert_eq!(
+            (s, body["errors"][0]["field"].as_str()),
+            (400, Some("matchers[0]")),
+            "{body}"
+        );
+        let (_, _, sl) = get(&inst, &token, "/v1/silences");
+        assert_eq!(sl["silences"], json!([]), "nothing was stored");
+
+        let (s, body) = post(
+            &inst,
+            &token,
+            &format!("/v1/incidents/{id}/ack"),
+            json!({"comment": "on it"}),
+        );
+        assert_eq!(s, 200, "{body}");
+        assert_eq!(body["status"], "acknowledged");
+        assert_eq!(body["acknowledged_by"], format!("ops-{backend}"));
+
+        let (s, r) = post(
+            &inst,
+            &token,
+            "/v1/routes/test",
+            json!({"labels": {"workflow": "order_to_cash", "cause": "upstream_backlog"}}),
+        );
+        assert_eq!(s, 200);
+        assert_eq!(r["routes"][0]["receiver"], "operations");
+        assert_eq!(r["routes"][0]["team"], "operations");
+
+        // The invoice arrives: the instance completes (late), the alert clears, the
+        // incident resolves by itself and the team is told.
+        send(
+            &inst,
+            &token,
+            json!([ev(
+                "i1",
+                "/odoo",
+                "invoice.posted",
+                json!({"name": "S1", "origin": "#1"})
+            )]),
+        );
+        let got = hook.wait_until("a resolved notification", Duration::from_secs(60), |r| {
+            r.iter().any(|x| x.body["status"] == "resolved")
+        });
+        let last = &got
+            .iter()
+            .find(|x| x.body["status"] == "resolved")
+            .unwrap()
+            .body;
+        assert_eq!(last["alerts"][0]["status"], "resolved", "{last}");
+        let v = wait_for(&inst, &token, &format!("/v1/incidents/{id}"), |v| {
+            v["incident"]["status"] == "resolved"
+        });
+        assert_eq!(v["incident"]["resolved_by"], "switchyard");
+        let kinds: Vec<&str> = v["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap())
+            .collect();
+        for k in ["opened", "notified", "acknowledged", "resolved"] {
+            assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
+        }
+        let (_, _, stats) = get(&inst, &token, "/v1/incidents/stats");
+        assert_eq!(stats["all"]["incidents"], 1, "{stats}");
+        assert_eq!(stats["by_team"]["operations"]["resolved"], 1, "{stats}");
+        assert!(stats["all"]["mtta_seconds"].as_f64().unwrap() >= 0.0);
+        // Every notification went through the delivery engine's critical lane.
+        let (_, _, d) = get(&inst, &token, "/v1/deliveries?flow=notify.operations.0");
+        for x in d["deliveries"].as_array().unwrap() {
+            assert_eq!(x["lane"], "critical");
+        }
+        assert!(d["deliveries"].as_array().unwrap().len() >= 2, "{d}");
+        inst.sigterm();
+    }
+}
