@@ -1030,8 +1030,7 @@ impl Alerting {
                     )),
                     Some(d) => {
                         let want_smtp = n.kind == NotifierKind::Email;
-                        // TODO(smtp merge): DestinationKind::Smtp
-                        let is_smtp = format!("{:?}", d.kind) == "Smtp";
+                        let is_smtp = d.kind == crate::flows::DestinationKind::Smtp;
                         if want_smtp != is_smtp {
                             out.push((
                                 format!("{nkey}.destination"),

@@ -61,6 +61,8 @@ pub enum Failure {
     TlsCertificate,
     /// The destination answered with this HTTP status.
     Status(u16),
+    /// An SMTP server answered with this negative reply code (4xx or 5xx).
+    SmtpReply(u16),
     /// The request could not be built or the answer not read (a bug or a broken proxy).
     Protocol,
 }
@@ -110,6 +112,9 @@ impl ErrorClass {
 const TRANSIENT_STATUS: [u16; 5] = [408, 409, 423, 425, 429];
 /// Statuses that mean our credentials are refused.
 const CREDENTIAL_STATUS: [u16; 2] = [401, 403];
+/// SMTP replies that mean our credentials are refused: authentication required (530), the
+/// mechanism too weak (534), the credentials invalid (535).
+const CREDENTIAL_SMTP: [u16; 3] = [530, 534, 535];
 
 /// The one classifier: what a failure means. A table, so tests can drive it row by row;
 /// destination types may refine it (the Odoo destination reads fault names).
@@ -125,6 +130,12 @@ pub fn classify(failure: Failure) -> ErrorClass {
             ErrorClass::Transient
         }
         Failure::Status(_) => ErrorClass::Permanent,
+        // SMTP says it itself (RFC 5321 4.2.1): 4yz is "try again later", 5yz is "do not
+        // repeat this exact request"; of those, the authentication refusals pause.
+        Failure::SmtpReply(c) if CREDENTIAL_SMTP.contains(&c) => ErrorClass::Credential,
+        Failure::SmtpReply(c) if (500..=599).contains(&c) => ErrorClass::Permanent,
+        // 4yz, and anything else a server should not have sent as a refusal.
+        Failure::SmtpReply(_) => ErrorClass::Transient,
         // A broken answer may be a proxy hiccup: retrying is safe (the key deduplicates).
         Failure::Protocol => ErrorClass::Transient,
     }
@@ -317,6 +328,19 @@ mod tests {
             (Failure::Status(422), Permanent),
             (Failure::Status(451), Permanent),
             (Failure::Status(301), Permanent),
+            (Failure::SmtpReply(421), Transient),
+            (Failure::SmtpReply(450), Transient),
+            (Failure::SmtpReply(451), Transient),
+            (Failure::SmtpReply(452), Transient),
+            (Failure::SmtpReply(454), Transient),
+            (Failure::SmtpReply(530), Credential),
+            (Failure::SmtpReply(534), Credential),
+            (Failure::SmtpReply(535), Credential),
+            (Failure::SmtpReply(500), Permanent),
+            (Failure::SmtpReply(550), Permanent),
+            (Failure::SmtpReply(552), Permanent),
+            (Failure::SmtpReply(553), Permanent),
+            (Failure::SmtpReply(554), Permanent),
         ];
         for (failure, class) in rows {
             assert_eq!(classify(*failure), *class, "{failure:?}");

@@ -19,15 +19,18 @@ use std::sync::Arc;
 #[serde(deny_unknown_fields)]
 pub struct DestinationConfig {
     pub name: String,
-    /// `http` (the default) or `odoo`.
+    /// `http` (the default), `odoo` or `smtp`.
     #[serde(default, rename = "type")]
     pub kind: DestinationKind,
-    /// The endpoint of an `http` destination.
+    /// The endpoint of an `http` destination, or the `smtp://host[:port]` server of an
+    /// `smtp` one.
     #[serde(default)]
     pub url: String,
     /// The `[[odoo]]` connection of an `odoo` destination (what each flow does there is
     /// its `[flows.odoo]`).
     pub odoo: Option<String>,
+    /// The sender, TLS mode and credentials of an `smtp` destination.
+    pub smtp: Option<SmtpConfig>,
     #[serde(default = "default_method")]
     pub method: String,
     /// Extra request headers, sent as written.
@@ -61,6 +64,150 @@ pub enum DestinationKind {
     #[default]
     Http,
     Odoo,
+    /// Email through an SMTP server: each payload is one message.
+    Smtp,
+}
+
+impl DestinationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DestinationKind::Http => "http",
+            DestinationKind::Odoo => "odoo",
+            DestinationKind::Smtp => "smtp",
+        }
+    }
+}
+
+/// `[destinations.smtp]`: how an `smtp` destination sends mail. The server is the
+/// destination's `url`, `smtp://host[:port]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    /// The sender of every message: `alerts@example.com` or
+    /// `Switchyard <alerts@example.com>`. Required (an empty string is reported by
+    /// [`Flows::compile`], with the missing table).
+    #[serde(default)]
+    pub from: String,
+    #[serde(default)]
+    pub tls: SmtpTls,
+    /// Login for `AUTH` (PLAIN or LOGIN, whichever the server offers); with `password`.
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+}
+
+/// How an SMTP connection is protected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain connection upgraded with `STARTTLS`, required (a server that does not offer
+    /// it is refused). Port 587 by default.
+    #[default]
+    Starttls,
+    /// TLS from the first byte ("implicit TLS", smtps). Port 465 by default.
+    Tls,
+    /// No encryption at all: local relays and tests. Port 25 by default.
+    None,
+}
+
+impl SmtpTls {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SmtpTls::Starttls => "starttls",
+            SmtpTls::Tls => "tls",
+            SmtpTls::None => "none",
+        }
+    }
+
+    pub fn default_port(self) -> u16 {
+        match self {
+            SmtpTls::Starttls => 587,
+            SmtpTls::Tls => 465,
+            SmtpTls::None => 25,
+        }
+    }
+}
+
+/// The host and port of an `smtp://host[:port]` URL (a trailing `/` is accepted); the
+/// port defaults by `tls`. IPv6 hosts are written in brackets, returned without them.
+pub fn smtp_server(url: &str, tls: SmtpTls) -> Result<(String, u16), String> {
+    let bad = || "must be smtp://host or smtp://host:port".to_string();
+    let rest = url.strip_prefix("smtp://").ok_or_else(bad)?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains('@') {
+        return Err(
+            "must not carry credentials: set smtp.username and smtp.password instead".into(),
+        );
+    }
+    if rest.contains(['/', '?', '#']) {
+        return Err("must be smtp://host or smtp://host:port, without a path".into());
+    }
+    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+        let (host, after) = v6.split_once(']').ok_or_else(bad)?;
+        if host.is_empty() || !host.contains(':') {
+            return Err(bad());
+        }
+        match after {
+            "" => (host, None),
+            p => (host, Some(p.strip_prefix(':').ok_or_else(bad)?)),
+        }
+    } else {
+        match rest.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (rest, None),
+        }
+    };
+    if host.is_empty()
+        || !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b))
+    {
+        return Err(bad());
+    }
+    let port = match port {
+        None => tls.default_port(),
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n > 0 => n,
+            _ => return Err(format!("bad port \"{p}\" (1 to 65535)")),
+        },
+    };
+    Ok((host.to_string(), port))
+}
+
+/// Whether `s` is a mail address as SMTP takes it (`local@domain`, the local part a
+/// dot-atom, the domain dot-separated labels), optionally with a display name
+/// (`Name <local@domain>`; a name with any of `()<>[]:;@\,."` must be in double quotes).
+pub fn is_mailbox(s: &str) -> bool {
+    fn atext(b: u8) -> bool {
+        b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b)
+    }
+    fn addr(a: &str) -> bool {
+        let Some((local, domain)) = a.rsplit_once('@') else {
+            return false;
+        };
+        let dot_atom = |s: &str, ok: fn(u8) -> bool| {
+            !s.is_empty() && s.split('.').all(|p| !p.is_empty() && p.bytes().all(ok))
+        };
+        dot_atom(local, atext)
+            && dot_atom(domain, |b| b.is_ascii_alphanumeric() || b == b'-')
+            && domain
+                .split('.')
+                .all(|l| !l.starts_with('-') && !l.ends_with('-'))
+    }
+    let s = s.trim();
+    match s.strip_suffix('>').and_then(|r| r.rsplit_once('<')) {
+        None => addr(s),
+        Some((name, a)) => {
+            let name = name.trim();
+            let quoted = name.len() >= 2 && name.starts_with('"') && name.ends_with('"');
+            let name_ok = if quoted {
+                let inner = &name[1..name.len() - 1];
+                !inner.contains(['"', '\\', '\r', '\n'])
+            } else {
+                !name.contains(|c: char| "()<>[]:;@\\,.\"".contains(c) || c.is_control())
+            };
+            name_ok && addr(a)
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -419,6 +566,55 @@ impl Flows {
                         ));
                     }
                 }
+                DestinationKind::Smtp => {
+                    let smtp = d.smtp.as_ref();
+                    let tls = smtp.map(|m| m.tls).unwrap_or_default();
+                    if let Err(e) = smtp_server(&d.url, tls) {
+                        problems.push((at("url"), e));
+                    }
+                    match smtp.map(|m| m.from.trim()) {
+                        None | Some("") => problems.push((
+                            at("smtp.from"),
+                            "an smtp destination needs a sender: [destinations.smtp] from = \"alerts@example.com\"".into(),
+                        )),
+                        Some(from) if !is_mailbox(from) => problems.push((
+                            at("smtp.from"),
+                            "not a mail address (\"alerts@example.com\" or \"Switchyard <alerts@example.com>\")".into(),
+                        )),
+                        Some(_) => {}
+                    }
+                    if let Some(m) = smtp {
+                        match (&m.username, &m.password) {
+                            (Some(u), _) if u.is_empty() => {
+                                problems.push((at("smtp.username"), "must not be empty".into()))
+                            }
+                            (Some(_), None) => problems.push((
+                                at("smtp.username"),
+                                "needs smtp.password (a secret reference)".into(),
+                            )),
+                            (None, Some(_)) => {
+                                problems.push((at("smtp.password"), "needs smtp.username".into()))
+                            }
+                            _ => {}
+                        }
+                        if let Some(Err(e)) = m.password.as_ref().map(Secret::expose) {
+                            problems.push((at("smtp.password"), e.to_string()));
+                        }
+                    }
+                    for (key, set) in [
+                        ("odoo", d.odoo.is_some()),
+                        ("headers", !d.headers.is_empty()),
+                        ("auth", d.auth.is_some()),
+                        ("signing_secret", d.signing_secret.is_some()),
+                    ] {
+                        if set {
+                            problems.push((
+                                at(key),
+                                "not used by an smtp destination (the sender and credentials are in [destinations.smtp])".into(),
+                            ));
+                        }
+                    }
+                }
                 DestinationKind::Odoo => {
                     match &d.odoo {
                         None => problems.push((
@@ -458,6 +654,15 @@ impl Flows {
                         }
                     }
                 }
+            }
+            if d.smtp.is_some() && d.kind != DestinationKind::Smtp {
+                problems.push((
+                    at("smtp"),
+                    format!(
+                        "only for type = \"smtp\" (this destination is {})",
+                        d.kind.as_str()
+                    ),
+                ));
             }
             if d.kind == DestinationKind::Http
                 && !["POST", "PUT", "PATCH"].contains(&d.method.as_str())
@@ -932,6 +1137,145 @@ ordering = { key = "..[", on_failure = "hold" }
         ] {
             assert!(keys.contains(&k), "{k} missing from {problems:?}");
         }
+    }
+
+    #[test]
+    fn smtp_urls_give_host_and_port() {
+        use SmtpTls::*;
+        let ok = |url: &str, tls| smtp_server(url, tls).unwrap();
+        assert_eq!(
+            ok("smtp://mail.example.com", Starttls),
+            ("mail.example.com".into(), 587)
+        );
+        assert_eq!(
+            ok("smtp://mail.example.com", Tls),
+            ("mail.example.com".into(), 465)
+        );
+        assert_eq!(
+            ok("smtp://mail.example.com/", None),
+            ("mail.example.com".into(), 25)
+        );
+        assert_eq!(
+            ok("smtp://127.0.0.1:2525", None),
+            ("127.0.0.1".into(), 2525)
+        );
+        assert_eq!(ok("smtp://[::1]:2525", None), ("::1".into(), 2525));
+        assert_eq!(ok("smtp://[::1]", Tls), ("::1".into(), 465));
+        for bad in [
+            "",
+            "mail.example.com",
+            "smtps://mail.example.com",
+            "http://mail.example.com",
+            "smtp://",
+            "smtp://:25",
+            "smtp://host:0",
+            "smtp://host:99999",
+            "smtp://host:x",
+            "smtp://host/path",
+            "smtp://user:pw@host",
+            "smtp://[::1",
+            "smtp://[::1]x",
+            "smtp://ho st",
+        ] {
+            assert!(smtp_server(bad, Starttls).is_err(), "{bad}");
+        }
+        assert!(
+            smtp_server("smtp://u:p@host", Starttls)
+                .unwrap_err()
+                .contains("smtp.username")
+        );
+    }
+
+    #[test]
+    fn mailboxes() {
+        for good in [
+            "alerts@example.com",
+            "first.last+tag@mail.example.com",
+            "root@localhost",
+            "Switchyard <alerts@example.com>",
+            "\"Ops, Plant 1\" <ops@example.com>",
+            "Équipe <ops@example.com>",
+            "<alerts@example.com>",
+        ] {
+            assert!(is_mailbox(good), "{good}");
+        }
+        for bad in [
+            "",
+            "alerts",
+            "@example.com",
+            "alerts@",
+            "a@b@c",
+            "a..b@example.com",
+            ".a@example.com",
+            "a@-example.com",
+            "a@example..com",
+            "a b@example.com",
+            "Ops, Plant 1 <ops@example.com>",
+            "Ops <ops@example.com",
+            "Ops <>",
+        ] {
+            assert!(!is_mailbox(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn smtp_destinations_are_checked() {
+        let text = r#"
+[[destinations]]
+name = "mail"
+type = "smtp"
+url = "smtp://127.0.0.1:2525"
+smtp = { from = "Switchyard <alerts@example.com>", tls = "none" }
+
+[[destinations]]
+name = "bare"
+type = "smtp"
+url = "https://mail.example.com"
+auth = { type = "bearer", token = "env:HOME" }
+
+[[destinations]]
+name = "half"
+type = "smtp"
+url = "smtp://mail.example.com"
+smtp = { from = "alerts", username = "me" }
+
+[[destinations]]
+name = "web"
+url = "http://127.0.0.1:9/x"
+smtp = { from = "alerts@example.com" }
+
+[[flows]]
+name = "a"
+destination = "mail"
+match = { type = ["x"] }
+"#;
+        let problems = compile(text).unwrap_err();
+        let keys: Vec<&str> = problems.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "destinations[1].smtp.from",
+                "destinations[1].url",
+                "destinations[1].auth",
+                "destinations[2].smtp.from",
+                "destinations[2].smtp.username",
+                "destinations[3].smtp",
+            ],
+            "{problems:?}"
+        );
+        // The first destination alone is fine.
+        let first = &text[..text.find("\n[[destinations]]\nname = \"bare\"").unwrap()];
+        let flow =
+            "\n[[flows]]\nname = \"a\"\ndestination = \"mail\"\nmatch = { type = [\"x\"] }\n";
+        let ok = compile(&format!("{first}{flow}")).unwrap();
+        let d = ok.destination("mail").unwrap();
+        assert_eq!(d.config.kind, DestinationKind::Smtp);
+        let smtp = d.config.smtp.as_ref().unwrap();
+        assert_eq!(smtp.tls, SmtpTls::None);
+        assert_eq!(
+            smtp_server(&d.config.url, smtp.tls).unwrap(),
+            ("127.0.0.1".into(), 2525)
+        );
     }
 
     #[test]

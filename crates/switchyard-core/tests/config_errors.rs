@@ -512,3 +512,51 @@ match = { type = ["x"] }
 "#;
     insta::assert_snapshot!(errors(text, &[]));
 }
+
+#[test]
+fn smtp_destinations_are_checked() {
+    let text = r#"
+[[destinations]]
+name = "mail"
+type = "smtp"
+url = "smtp://mail.example.com"
+[destinations.smtp]
+from = "Switchyard <alerts@example.com>"
+username = "alerts@example.com"
+password = "env:SWITCHYARD_TEST_SECRET_THAT_IS_NEVER_SET_9F2C"
+
+[[destinations]]
+name = "mail-no-from"
+type = "smtp"
+url = "https://mail.example.com"
+headers = { "X-Tenant" = "plant1" }
+
+[[destinations]]
+name = "mail-bad"
+type = "smtp"
+url = "smtp://user:pw@mail.example.com:587"
+smtp = { from = "alerts", tls = "tls", password = "env:HOME" }
+
+[[destinations]]
+name = "mail-tls"
+type = "smtp"
+url = "smtp://mail.example.com"
+smtp = { from = "alerts@example.com", tls = "ssl" }
+
+[[destinations]]
+name = "wms"
+url = "http://127.0.0.1:9/in"
+smtp = { from = "alerts@example.com" }
+
+[[flows]]
+name = "alerts"
+destination = "mail"
+match = { type = ["alert.*"] }
+"#;
+    let out = errors(text, &[]);
+    assert!(
+        !out.contains("user:pw"),
+        "credentials in the URL echoed: {out}"
+    );
+    insta::assert_snapshot!(out);
+}

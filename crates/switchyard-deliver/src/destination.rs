@@ -1,5 +1,5 @@
 //! Destinations: where a delivery's payload goes. One trait; HTTP here, Odoo in
-//! [`crate::odoo`], NATS later through the same seam. A destination sends and reports what happened; the engine decides
+//! [`crate::odoo`], email in [`crate::smtp`], NATS later through the same seam. A destination sends and reports what happened; the engine decides
 //! what follows ([`switchyard_core::delivery::classify`], refined by
 //! [`Destination::classify`]).
 

@@ -20,6 +20,7 @@ pub mod destination;
 pub mod gate;
 pub mod odoo;
 pub mod router;
+pub mod smtp;
 
 use chrono::{DateTime, Duration, Utc};
 use destination::{Destination, HttpDestination, Outbound, Outcome};
@@ -151,7 +152,7 @@ pub enum Error {
 }
 
 impl Engine {
-    /// Builds the engine for `flows` (HTTP and Odoo destinations from the configuration).
+    /// Builds the engine for `flows` (HTTP, Odoo and SMTP destinations from the configuration).
     /// Nothing runs until [`Engine::start`].
     pub fn new(
         store: SharedStore,
@@ -178,6 +179,9 @@ impl Engine {
                     return Err(failed("no [[odoo]] connection".into()));
                 }
                 (DestinationKind::Http, _) => Arc::new(HttpDestination::new(c).map_err(failed)?),
+                (DestinationKind::Smtp, _) => {
+                    Arc::new(smtp::SmtpDestination::new(c).map_err(failed)?)
+                }
             };
             // A destination that batches holds a full batch per request in flight plus the
             // next batch gathering while they all are: else every slot is taken by batches

@@ -136,7 +136,8 @@ pub fn targets(config: &Config) -> Result<Vec<Target>, String> {
         });
     }
     if config.probes.destinations {
-        // Odoo destinations are probed through their [[odoo]] connection above.
+        // Odoo destinations are probed through their [[odoo]] connection above; smtp
+        // destinations are not probed (a HEAD means nothing to an SMTP server).
         for d in config
             .destinations
             .iter()
