@@ -474,3 +474,106 @@ pub async fn test_routes(
         .collect();
     Ok(Json(json!({ "routes": routes })).into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use switchyard_core::alerts::{Cause, Severity};
+
+    fn at(min: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 24, 8, 0, 0).unwrap() + chrono::Duration::minutes(min)
+    }
+
+    fn incident(
+        id: i64,
+        team: &str,
+        cause: Cause,
+        opened: i64,
+        ack: Option<i64>,
+        res: Option<i64>,
+    ) -> IncidentRecord {
+        IncidentRecord {
+            id,
+            group_key: format!("g{id}"),
+            group_labels: Default::default(),
+            receiver: team.into(),
+            team: team.into(),
+            title: String::new(),
+            severity: Severity::High,
+            cause,
+            status: if res.is_some() {
+                IncidentStatus::Resolved
+            } else {
+                IncidentStatus::Open
+            },
+            opened_at: at(opened),
+            notified_at: None,
+            acknowledged_at: ack.map(at),
+            acknowledged_by: ack.map(|_| "alice".into()),
+            resolved_at: res.map(at),
+            resolved_by: res.map(|_| "alice".into()),
+            links: json!({}),
+        }
+    }
+
+    /// A scripted timeline: operations acks after 4 and 6 minutes and resolves after 30 and
+    /// 50; application support acks one after 10 and leaves it open.
+    #[test]
+    fn mtta_and_mttr_from_a_scripted_timeline() {
+        let incidents = [
+            incident(
+                1,
+                "operations",
+                Cause::UpstreamBacklog,
+                0,
+                Some(4),
+                Some(30),
+            ),
+            incident(
+                2,
+                "operations",
+                Cause::BusinessProcess,
+                10,
+                Some(16),
+                Some(60),
+            ),
+            incident(
+                3,
+                "application-support",
+                Cause::OdooValidation,
+                20,
+                Some(30),
+                None,
+            ),
+            incident(
+                4,
+                "application-support",
+                Cause::OdooValidation,
+                25,
+                None,
+                None,
+            ),
+        ];
+        let v = incident_stats(&incidents, &[]);
+        assert_eq!(v["all"]["incidents"], 4);
+        assert_eq!(
+            v["all"]["mtta_seconds"],
+            json!((240.0 + 360.0 + 600.0) / 3.0)
+        );
+        assert_eq!(v["all"]["mttr_seconds"], json!((1800.0 + 3000.0) / 2.0));
+        assert_eq!(v["by_team"]["operations"]["mtta_seconds"], json!(300.0));
+        assert_eq!(v["by_team"]["operations"]["mttr_seconds"], json!(2400.0));
+        assert_eq!(
+            v["by_team"]["application-support"]["mtta_seconds"],
+            json!(600.0)
+        );
+        assert_eq!(
+            v["by_team"]["application-support"]["mttr_seconds"],
+            Value::Null
+        );
+        assert_eq!(v["by_cause"]["odoo_validation"]["incidents"], 2);
+        assert_eq!(v["by_severity"]["high"]["resolved"], 2);
+        assert_eq!(v["alerts_acknowledged_share"], Value::Null);
+    }
+}
