@@ -283,3 +283,89 @@ pub struct AttemptStat {
     pub last_status: Option<i32>,
     pub last_error: Option<String>,
 }
+
+/// What a hand action makes of an incident, the same on every backend: the incident after
+/// it and the timeline kind to record, or `None` when it changes nothing (a second ack).
+/// `Conflict` to ack or resolve a resolved incident; a comment is always taken.
+pub(crate) fn apply_action(
+    current: &IncidentRecord,
+    a: &IncidentAction,
+) -> crate::Result<Option<(IncidentRecord, &'static str)>> {
+    let mut i = current.clone();
+    let kind = match a.kind {
+        IncidentActionKind::Comment => "comment",
+        IncidentActionKind::Acknowledge | IncidentActionKind::Resolve
+            if current.status == IncidentStatus::Resolved =>
+        {
+            return Err(crate::Error::Conflict(format!(
+                "incident {} is already resolved",
+                a.id
+            )));
+        }
+        IncidentActionKind::Acknowledge if current.status == IncidentStatus::Acknowledged => {
+            return Ok(None);
+        }
+        IncidentActionKind::Acknowledge => {
+            i.status = IncidentStatus::Acknowledged;
+            i.acknowledged_at = Some(a.at);
+            i.acknowledged_by = Some(a.actor.clone());
+            "acknowledged"
+        }
+        IncidentActionKind::Resolve => {
+            // Resolving an unacknowledged incident acknowledges it then (for MTTA).
+            if i.acknowledged_at.is_none() {
+                i.acknowledged_at = Some(a.at);
+                i.acknowledged_by = Some(a.actor.clone());
+            }
+            i.status = IncidentStatus::Resolved;
+            i.resolved_at = Some(a.at);
+            i.resolved_by = Some(a.actor.clone());
+            "resolved"
+        }
+    };
+    Ok(Some((i, kind)))
+}
+
+/// The automatic resolve of an incident whose alerts all cleared; one resolved by hand
+/// keeps the hand's resolve.
+pub(crate) fn auto_resolve(i: &mut IncidentRecord, at: DateTime<Utc>) {
+    if i.status != IncidentStatus::Resolved {
+        i.status = IncidentStatus::Resolved;
+        i.resolved_at = Some(at);
+        i.resolved_by = Some("switchyard".into());
+    }
+}
+
+/// Records when an incident's first notification went out.
+pub(crate) fn mark_notified(i: &mut IncidentRecord, at: DateTime<Utc>) {
+    if i.notified_at.is_none() {
+        i.notified_at = Some(at);
+    }
+}
+
+impl SilenceRecord {
+    /// A new silence as it is stored (its id comes from the insert).
+    pub(crate) fn from_new(n: &NewSilence) -> SilenceRecord {
+        SilenceRecord {
+            id: 0,
+            matchers: n.matchers.clone(),
+            starts_at: n.starts_at,
+            ends_at: n.ends_at,
+            created_by: n.created_by.clone(),
+            comment: n.comment.clone(),
+            created_at: n.created_at,
+            expired_at: None,
+            expired_by: None,
+        }
+    }
+
+    /// Ends it early at `at`; `false` when it had already ended (nothing changes).
+    pub(crate) fn expire(&mut self, actor: &str, at: DateTime<Utc>) -> bool {
+        if self.expired_at.is_some() || self.ends_at <= at {
+            return false;
+        }
+        self.expired_at = Some(at);
+        self.expired_by = Some(actor.to_string());
+        true
+    }
+}

@@ -106,22 +106,10 @@ pub(crate) async fn commit(c: &impl GenericClient, m: &AlertsCommit) -> Result<(
         .map_err(map_err)?;
     }
     for (id, at) in &m.notified_incidents {
-        update_incident(c, *id, |i| {
-            if i.notified_at.is_none() {
-                i.notified_at = Some(*at);
-            }
-        })
-        .await?;
+        update_incident(c, *id, |i| mark_notified(i, *at)).await?;
     }
     for (id, at) in &m.resolve_incidents {
-        update_incident(c, *id, |i| {
-            if i.status != IncidentStatus::Resolved {
-                i.status = IncidentStatus::Resolved;
-                i.resolved_at = Some(*at);
-                i.resolved_by = Some("switchyard".into());
-            }
-        })
-        .await?;
+        update_incident(c, *id, |i| auto_resolve(i, *at)).await?;
     }
     for e in &m.entries {
         insert_entry(c, e).await?;
@@ -183,41 +171,15 @@ pub(crate) async fn action(c: &impl GenericClient, a: &IncidentAction) -> Result
     let Some(current) = locked_incident(c, a.id).await? else {
         return Err(Error::NotFound(format!("incident {}", a.id)));
     };
-    let kind = match a.kind {
-        IncidentActionKind::Comment => "comment",
-        IncidentActionKind::Acknowledge | IncidentActionKind::Resolve
-            if current.status == IncidentStatus::Resolved =>
-        {
-            return Err(Error::Conflict(format!(
-                "incident {} is already resolved",
-                a.id
-            )));
-        }
-        IncidentActionKind::Acknowledge if current.status == IncidentStatus::Acknowledged => {
-            return Ok(current);
-        }
-        IncidentActionKind::Acknowledge => "acknowledged",
-        IncidentActionKind::Resolve => "resolved",
+    let Some((updated, kind)) = apply_action(&current, a)? else {
+        return Ok(current);
     };
-    let updated = update_incident(c, a.id, |i| match a.kind {
-        IncidentActionKind::Comment => {}
-        IncidentActionKind::Acknowledge => {
-            i.status = IncidentStatus::Acknowledged;
-            i.acknowledged_at = Some(a.at);
-            i.acknowledged_by = Some(a.actor.clone());
-        }
-        IncidentActionKind::Resolve => {
-            if i.acknowledged_at.is_none() {
-                i.acknowledged_at = Some(a.at);
-                i.acknowledged_by = Some(a.actor.clone());
-            }
-            i.status = IncidentStatus::Resolved;
-            i.resolved_at = Some(a.at);
-            i.resolved_by = Some(a.actor.clone());
-        }
-    })
-    .await?
-    .expect("locked above in the same transaction");
+    c.execute(
+        "UPDATE incidents SET status = $2, body = $3 WHERE id = $1",
+        &[&a.id, &updated.status.as_str(), &json(&updated)],
+    )
+    .await
+    .map_err(map_err)?;
     insert_entry(
         c,
         &NewIncidentEntry {
@@ -343,17 +305,7 @@ pub(crate) async fn create_silence(
     c: &impl GenericClient,
     n: &NewSilence,
 ) -> Result<SilenceRecord> {
-    let mut rec = SilenceRecord {
-        id: 0,
-        matchers: n.matchers.clone(),
-        starts_at: n.starts_at,
-        ends_at: n.ends_at,
-        created_by: n.created_by.clone(),
-        comment: n.comment.clone(),
-        created_at: n.created_at,
-        expired_at: None,
-        expired_by: None,
-    };
+    let mut rec = SilenceRecord::from_new(n);
     let row = c
         .query_one(
             "INSERT INTO silences (starts_at, ends_at, body) VALUES ($1, $2, $3) RETURNING id",
@@ -395,11 +347,9 @@ pub(crate) async fn expire_silence(
         return Err(Error::NotFound(format!("silence {id}")));
     };
     let mut s = silence(id, row.get(0))?;
-    if s.expired_at.is_some() || s.ends_at <= at {
+    if !s.expire(actor, at) {
         return Ok(s);
     }
-    s.expired_at = Some(at);
-    s.expired_by = Some(actor.to_string());
     c.execute(
         "UPDATE silences SET expired_at = $2, body = $3 WHERE id = $1",
         &[&id, &micros(at), &json(&s)],

@@ -90,20 +90,10 @@ pub(crate) fn commit(c: &Connection, m: &AlertsCommit) -> Result<()> {
         .map_err(map_err)?;
     }
     for (id, at) in &m.notified_incidents {
-        update_incident(c, *id, |i| {
-            if i.notified_at.is_none() {
-                i.notified_at = Some(*at);
-            }
-        })?;
+        update_incident(c, *id, |i| mark_notified(i, *at))?;
     }
     for (id, at) in &m.resolve_incidents {
-        update_incident(c, *id, |i| {
-            if i.status != IncidentStatus::Resolved {
-                i.status = IncidentStatus::Resolved;
-                i.resolved_at = Some(*at);
-                i.resolved_by = Some("switchyard".into());
-            }
-        })?;
+        update_incident(c, *id, |i| auto_resolve(i, *at))?;
     }
     for e in &m.entries {
         insert_entry(c, e)?;
@@ -121,7 +111,7 @@ fn insert_entry(c: &Connection, e: &NewIncidentEntry) -> Result<()> {
     Ok(())
 }
 
-/// Reads, changes and writes back one incident; `false` when there is none.
+/// Reads, changes and writes back one incident; `None` when there is none.
 fn update_incident(
     c: &Connection,
     id: i64,
@@ -155,40 +145,14 @@ pub(crate) fn action(c: &Connection, a: &IncidentAction) -> Result<IncidentRecor
     let Some(current) = get_incident(c, a.id)? else {
         return Err(Error::NotFound(format!("incident {}", a.id)));
     };
-    let (kind, text) = match a.kind {
-        IncidentActionKind::Comment => ("comment", a.text.clone()),
-        IncidentActionKind::Acknowledge | IncidentActionKind::Resolve
-            if current.status == IncidentStatus::Resolved =>
-        {
-            return Err(Error::Conflict(format!(
-                "incident {} is already resolved",
-                a.id
-            )));
-        }
-        IncidentActionKind::Acknowledge if current.status == IncidentStatus::Acknowledged => {
-            return Ok(current);
-        }
-        IncidentActionKind::Acknowledge => ("acknowledged", a.text.clone()),
-        IncidentActionKind::Resolve => ("resolved", a.text.clone()),
+    let Some((updated, kind)) = apply_action(&current, a)? else {
+        return Ok(current);
     };
-    let updated = update_incident(c, a.id, |i| match a.kind {
-        IncidentActionKind::Comment => {}
-        IncidentActionKind::Acknowledge => {
-            i.status = IncidentStatus::Acknowledged;
-            i.acknowledged_at = Some(a.at);
-            i.acknowledged_by = Some(a.actor.clone());
-        }
-        IncidentActionKind::Resolve => {
-            if i.acknowledged_at.is_none() {
-                i.acknowledged_at = Some(a.at);
-                i.acknowledged_by = Some(a.actor.clone());
-            }
-            i.status = IncidentStatus::Resolved;
-            i.resolved_at = Some(a.at);
-            i.resolved_by = Some(a.actor.clone());
-        }
-    })?
-    .expect("read above in the same transaction");
+    c.execute(
+        "UPDATE incidents SET status = ?2, body = ?3 WHERE id = ?1",
+        params![a.id, updated.status.as_str(), json(&updated)],
+    )
+    .map_err(map_err)?;
     insert_entry(
         c,
         &NewIncidentEntry {
@@ -196,7 +160,7 @@ pub(crate) fn action(c: &Connection, a: &IncidentAction) -> Result<IncidentRecor
             at: a.at,
             kind: kind.into(),
             actor: Some(a.actor.clone()),
-            text,
+            text: a.text.clone(),
         },
     )?;
     Ok(updated)
@@ -322,17 +286,7 @@ fn silence(id: i64, body: &str) -> Result<SilenceRecord> {
 }
 
 pub(crate) fn create_silence(c: &Connection, n: &NewSilence) -> Result<SilenceRecord> {
-    let mut rec = SilenceRecord {
-        id: 0,
-        matchers: n.matchers.clone(),
-        starts_at: n.starts_at,
-        ends_at: n.ends_at,
-        created_by: n.created_by.clone(),
-        comment: n.comment.clone(),
-        created_at: n.created_at,
-        expired_at: None,
-        expired_by: None,
-    };
+    let mut rec = SilenceRecord::from_new(n);
     c.execute(
         "INSERT INTO silences (starts_at, ends_at, body) VALUES (?1, ?2, ?3)",
         params![micros(n.starts_at), micros(n.ends_at), json(&rec)],
@@ -383,11 +337,9 @@ pub(crate) fn expire_silence(
         return Err(Error::NotFound(format!("silence {id}")));
     };
     let mut s = silence(id, &body)?;
-    if s.expired_at.is_some() || s.ends_at <= at {
+    if !s.expire(actor, at) {
         return Ok(s);
     }
-    s.expired_at = Some(at);
-    s.expired_by = Some(actor.to_string());
     c.execute(
         "UPDATE silences SET expired_at = ?2, body = ?3 WHERE id = ?1",
         params![id, micros(at), json(&s)],
