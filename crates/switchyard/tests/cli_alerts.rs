@@ -7,69 +7,8 @@
 mod support;
 
 use serde_json::{Value, json};
-use std::time::{Duration, Instant};
-use support::{Instance, Receiver};
-
-const WORKFLOW: &str = r#"
-[[sources]]
-name = "shop"
-kind = "cloudevents"
-source = "/shop"
-keys = { shop_order = ".data.number" }
-
-[[sources]]
-name = "odoo"
-kind = "cloudevents"
-source = "/odoo"
-keys = { shop_order = ".data.origin", sale_order = ".data.name" }
-
-[[sources]]
-name = "wms"
-kind = "cloudevents"
-source = "/wms"
-keys = { sale_order = ".data.order", picking = ".data.picking" }
-
-[[batch_monitors]]
-name = "export"
-criticality = "P3"
-schedule = "0 2 * * *"
-expected_count = 100
-
-[[workflows]]
-name = "order_to_cash"
-title = "Shop order"
-criticality = "P2"
-key = "shop_order"
-dimensions = { warehouse = ".data.warehouse" }
-
-[[workflows.steps]]
-name = "ordered"
-source = "shop"
-type = "order.created"
-
-[[workflows.steps]]
-name = "confirmed"
-source = "odoo"
-type = "sale.order.confirmed"
-after = ["ordered"]
-
-[[workflows.steps]]
-name = "shipped"
-source = "wms"
-type = "shipment.shipped"
-key = "picking"
-after = ["confirmed"]
-
-[[workflows.steps]]
-name = "invoiced"
-source = "odoo"
-type = "invoice.posted"
-key = "sale_order"
-from = "shipped"
-sla_seconds = 2
-warn_seconds = 1
-after = ["shipped"]
-"#;
+use std::time::Duration;
+use support::{Instance, Receiver, WORKFLOW, ev, get, send, wait_for};
 
 fn alerting(hook: &str) -> String {
     format!(
@@ -101,52 +40,6 @@ group_interval_seconds = 1
 repeat_interval_seconds = 3600
 "#
     )
-}
-
-fn send(inst: &Instance, token: &str, events: Value) {
-    let r = reqwest::blocking::Client::new()
-        .post(format!("{}/v1/events", inst.base()))
-        .bearer_auth(token)
-        .header("content-type", "application/cloudevents-batch+json")
-        .body(events.to_string())
-        .send()
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 202, "{}", r.text().unwrap());
-}
-
-fn get(inst: &Instance, token: &str, path: &str) -> (u16, String, Value) {
-    let r = reqwest::blocking::Client::new()
-        .get(format!("{}{path}", inst.base()))
-        .bearer_auth(token)
-        .send()
-        .unwrap();
-    let status = r.status().as_u16();
-    let ct = r
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    (status, ct, r.json().unwrap_or(Value::Null))
-}
-
-/// Polls `path` until `done` holds for its body.
-fn wait_for(inst: &Instance, token: &str, path: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (status, _, v) = get(inst, token, path);
-        if status == 200 && done(&v) {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{path}: gave up waiting, last {v}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn ev(id: &str, source: &str, ty: &str, data: Value) -> Value {
-    json!({"specversion": "1.0", "id": id, "source": source, "type": ty, "data": data})
 }
 
 fn post(inst: &Instance, token: &str, path: &str, body: Value) -> (u16, Value) {
