@@ -14,7 +14,7 @@ use crate::flows::MatchConfig;
 use crate::jq::Jq;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 /// Labels of an alert: sorted, so a label set has one fingerprint.
@@ -940,10 +940,6 @@ impl Alerting {
             .unwrap_or_default()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
-    }
-
     /// Nothing configured: no rules, no routes.
     pub fn empty() -> Alerting {
         Alerting {
@@ -1639,14 +1635,6 @@ pub fn fingerprint(labels: &Labels) -> String {
         h.update([0xfe]);
     }
     hex::encode(&h.finalize()[..8])
-}
-
-/// Receivers by name with their teams (for routes tests and the API).
-pub fn receiver_teams(a: &Alerting) -> HashMap<String, String> {
-    a.receivers
-        .iter()
-        .map(|r| (r.name.clone(), r.team.clone()))
-        .collect()
 }
 
 #[cfg(test)]

@@ -177,9 +177,8 @@ impl AlertService {
                 changed.push(i);
             }
         }
-        let quiet_kinds = |a: &AlertRecord| clears_on_ack(a);
         for i in changed {
-            st.incident_changed(i, now, quiet_kinds);
+            st.incident_changed(i, now, clears_on_ack);
         }
 
         let due_eval = st.cp.last_eval.is_none_or(|t| {
@@ -899,14 +898,11 @@ impl AlertService {
                     };
                     let odoo = self.odoo_destinations.contains(&destination);
                     out.push(Series {
-                        labels: [
+                        labels: labels(&[
                             ("flow", flow.as_str()),
                             ("destination", destination.as_str()),
                             ("measure", m.as_str()),
-                        ]
-                        .into_iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
+                        ]),
                         value,
                         cause: m.cause(odoo),
                         about: format!("flow {flow} to {destination}"),
@@ -922,10 +918,7 @@ impl AlertService {
                     };
                     let odoo = self.odoo_destinations.contains(&s.destination);
                     out.push(Series {
-                        labels: [("destination", s.destination.as_str()), ("measure", m.as_str())]
-                            .into_iter()
-                            .map(|(k, v)| (k.to_string(), v.to_string()))
-                            .collect(),
+                        labels: labels(&[("destination", s.destination.as_str()), ("measure", m.as_str())]),
                         value,
                         cause: m.cause(odoo),
                         about: format!(
@@ -960,10 +953,7 @@ impl AlertService {
                     }
                     let value = ok as f64 / all as f64;
                     out.push(Series {
-                        labels: [("workflow", w.as_str()), ("measure", m.as_str())]
-                            .into_iter()
-                            .map(|(k, v)| (k.to_string(), v.to_string()))
-                            .collect(),
+                        labels: labels(&[("workflow", w.as_str()), ("measure", m.as_str())]),
                         value,
                         cause: m.cause(false),
                         about: format!("workflow {w}: {ok} of {all} instances within SLA"),
@@ -991,10 +981,7 @@ impl AlertService {
                         latency
                     };
                     let odoo = self.odoo_targets.contains(target);
-                    let mut labels: Labels = [("measure", m.as_str())]
-                        .into_iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect();
+                    let mut labels: Labels = labels(&[("measure", m.as_str())]);
                     labels.insert(
                         if odoo {
                             "odoo".into()
@@ -1044,10 +1031,7 @@ impl AlertService {
                         window.num_seconds() as f64
                     };
                     out.push(Series {
-                        labels: [("source", s.as_str()), ("measure", m.as_str())]
-                            .into_iter()
-                            .map(|(k, v)| (k.to_string(), v.to_string()))
-                            .collect(),
+                        labels: labels(&[("source", s.as_str()), ("measure", m.as_str())]),
                         value,
                         cause: m.cause(false),
                         about: format!("source {s}: no events for at least {}", human(window)),
@@ -1090,10 +1074,7 @@ impl AlertService {
                     });
                     let error = d.and_then(|d| d.last_error.clone()).unwrap_or_default();
                     out.push(Series {
-                        labels: [("flow", s.flow.as_str()), ("destination", s.destination.as_str())]
-                            .into_iter()
-                            .map(|(k, v)| (k.to_string(), v.to_string()))
-                            .collect(),
+                        labels: labels(&[("flow", s.flow.as_str()), ("destination", s.destination.as_str())]),
                         value: s.count as f64,
                         cause,
                         about: format!(
@@ -1114,10 +1095,7 @@ impl AlertService {
             DeliveryOutcome::Credential => {
                 for p in self.store.destination_pauses().await? {
                     out.push(Series {
-                        labels: [("destination", p.destination.as_str())]
-                            .into_iter()
-                            .map(|(k, v)| (k.to_string(), v.to_string()))
-                            .collect(),
+                        labels: labels(&[("destination", p.destination.as_str())]),
                         value: 1.0,
                         cause: Cause::CredentialExpiry,
                         about: format!(
@@ -1147,10 +1125,7 @@ impl AlertService {
                         odoo,
                     );
                     out.push(Series {
-                        labels: [("destination", s.destination.as_str())]
-                            .into_iter()
-                            .map(|(k, v)| (k.to_string(), v.to_string()))
-                            .collect(),
+                        labels: labels(&[("destination", s.destination.as_str())]),
                         value: s.failed as f64,
                         cause,
                         about: format!(
@@ -1232,6 +1207,14 @@ fn rule_headline(o: &Observation, kind: FindingKind) -> String {
         ),
         None => format!("{about}: {}", kind.as_str().replace('_', " ")),
     }
+}
+
+/// A label set from (name, value) pairs.
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn round(v: f64) -> f64 {

@@ -109,10 +109,11 @@ pub struct State {
     pub cp: Checkpoint,
     /// Incidents this node opened or knows open, by id (status as last seen).
     pub incidents: HashMap<i64, IncidentRecord>,
+    /// Firing alerts already placed in all their groups.
+    routed: HashSet<String>,
     dirty_alerts: HashSet<String>,
     dirty_groups: HashSet<String>,
     deleted_groups: Vec<String>,
-    deleted_alerts: Vec<String>,
     open_incidents: Vec<IncidentRecord>,
     resolve_incidents: Vec<(i64, DateTime<Utc>)>,
     notified: Vec<(i64, DateTime<Utc>)>,
@@ -132,10 +133,10 @@ impl State {
                 ..Default::default()
             },
             incidents: HashMap::new(),
+            routed: HashSet::new(),
             dirty_alerts: HashSet::new(),
             dirty_groups: HashSet::new(),
             deleted_groups: Vec::new(),
-            deleted_alerts: Vec::new(),
             open_incidents: Vec::new(),
             resolve_incidents: Vec::new(),
             notified: Vec::new(),
@@ -161,6 +162,7 @@ impl State {
         }
         for g in groups {
             if let Ok(g) = serde_json::from_value::<Group>(g.body) {
+                s.routed.extend(g.members.iter().cloned());
                 s.groups.insert(g.key.clone(), g);
             }
         }
@@ -234,7 +236,11 @@ impl State {
             Some(a) if a.state == AlertState::Firing => {
                 if a.summary != o.summary || a.evidence.get("value") != o.evidence.get("value") {
                     a.summary = o.summary;
-                    merge_evidence(&mut a.evidence, &o.evidence, 20);
+                    merge_evidence(
+                        &mut a.evidence,
+                        &o.evidence,
+                        self.cfg.settings.evidence_limit.max(1),
+                    );
                     a.updated_at = now;
                     self.dirty_alerts.insert(fp.clone());
                 }
@@ -250,6 +256,7 @@ impl State {
             && a.state == AlertState::Firing
         {
             a.state = AlertState::Resolved;
+            self.routed.remove(fp);
             a.ends_at = Some(now);
             a.updated_at = now;
             a.evidence["cleared"] = json!(why);
@@ -298,13 +305,20 @@ impl State {
             .filter(|w| w.active_at(now).is_some())
             .collect();
         // Inhibition sources: every firing alert (silenced ones too, as in Alertmanager).
-        let firing: Vec<Labels> = self
-            .alerts
-            .values()
-            .filter(|a| a.state == AlertState::Firing)
-            .map(|a| a.labels.clone())
-            .collect();
+        // Each rule's sources, found once (usually a handful), so a pass does not compare
+        // every alert with every other.
         let cfg = self.cfg.clone();
+        let sources: Vec<Vec<Labels>> = cfg
+            .inhibit
+            .iter()
+            .map(|r| {
+                self.alerts
+                    .values()
+                    .filter(|a| a.state == AlertState::Firing && all_match(&r.source, &a.labels))
+                    .map(|a| a.labels.clone())
+                    .collect()
+            })
+            .collect();
         for (fp, a) in self.alerts.iter_mut() {
             let why = if a.state != AlertState::Firing {
                 None
@@ -318,7 +332,8 @@ impl State {
             } else if cfg
                 .inhibit
                 .iter()
-                .any(|r| firing.iter().any(|src| r.inhibits(src, &a.labels)))
+                .zip(&sources)
+                .any(|(r, srcs)| srcs.iter().any(|src| r.inhibits(src, &a.labels)))
             {
                 Some("inhibited".into())
             } else {
@@ -334,17 +349,24 @@ impl State {
     /// Puts every alert in its groups, opens incidents for groups with an active alert,
     /// and resolves the incidents of groups whose alerts all cleared.
     pub fn group(&mut self, now: DateTime<Utc>) {
-        let Some(root) = self.cfg.route.clone() else {
+        let cfg = self.cfg.clone();
+        let Some(root) = cfg.route.as_ref() else {
             return;
         };
-        let mut fps: Vec<&String> = self.alerts.keys().collect();
+        // Only alerts not yet placed are routed: an alert's labels, and so its groups,
+        // never change while it fires.
+        let mut fps: Vec<&String> = self
+            .alerts
+            .iter()
+            .filter(|(fp, a)| a.state == AlertState::Firing && !self.routed.contains(*fp))
+            .map(|(fp, _)| fp)
+            .collect();
         fps.sort();
         let mut joins: Vec<(String, String, switchyard_core::alerts::Route, Labels)> = Vec::new();
+        let mut placed = Vec::with_capacity(fps.len());
         for fp in fps {
             let a = &self.alerts[fp];
-            if a.state != AlertState::Firing {
-                continue;
-            }
+            placed.push(fp.clone());
             for r in root.matches(&a.labels) {
                 let (key, labels) = r.group_of(&a.labels);
                 let known = self
@@ -356,6 +378,7 @@ impl State {
                 }
             }
         }
+        self.routed.extend(placed);
         for (fp, key, r, labels) in joins {
             let g = self.groups.entry(key.clone()).or_insert_with(|| Group {
                 key: key.clone(),
@@ -802,7 +825,6 @@ impl State {
             })
             .collect();
         c.delete_groups = std::mem::take(&mut self.deleted_groups);
-        c.delete_alerts = std::mem::take(&mut self.deleted_alerts);
         c.open_incidents = std::mem::take(&mut self.open_incidents);
         c.resolve_incidents = std::mem::take(&mut self.resolve_incidents);
         c.notified_incidents = std::mem::take(&mut self.notified);
