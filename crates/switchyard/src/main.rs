@@ -4,6 +4,7 @@
 //! `migrate` and `token create` (the bootstrap) open the store directly, and `check`
 //! validates everything, the store URL included, without opening anything.
 
+mod alerts_cmd;
 mod client;
 mod demo;
 mod monitor_cmd;
@@ -85,6 +86,17 @@ enum Command {
     /// Findings of the workflow monitor (breaches, at risk, stalled, out of sequence,
     /// duplicates, missing steps).
     Findings(monitor_cmd::FindingsArgs),
+    /// Alerts: firing and resolved, with cause, severity, count and incident.
+    Alerts(alerts_cmd::AlertsArgs),
+    /// Incidents: list, show, acknowledge, resolve, comment; MTTA/MTTR statistics.
+    #[command(subcommand)]
+    Incidents(alerts_cmd::IncidentsCommand),
+    /// Silences: add (label matchers, for a duration), list, expire.
+    #[command(subcommand)]
+    Silence(alerts_cmd::SilenceCommand),
+    /// The alert route tree: which receivers an alert with given labels reaches.
+    #[command(subcommand)]
+    Routes(alerts_cmd::RoutesCommand),
     /// Odoo tools: run the Odoo simulator, probe the configured Odoo connections.
     #[command(subcommand)]
     Odoo(odoo_cmd::OdooCommand),
@@ -266,6 +278,10 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Workflows(a) => monitor_cmd::workflows(a).await,
         Command::Trace(a) => monitor_cmd::trace(a).await,
         Command::Findings(a) => monitor_cmd::findings(a).await,
+        Command::Alerts(a) => alerts_cmd::alerts(a).await,
+        Command::Incidents(cmd) => alerts_cmd::incidents(cmd).await,
+        Command::Silence(cmd) => alerts_cmd::silence(cmd).await,
+        Command::Routes(cmd) => alerts_cmd::routes(cmd).await,
         Command::Odoo(cmd) => return odoo_cmd::run(cmd, &cli.config, cli.log_format).await,
     };
     match result {

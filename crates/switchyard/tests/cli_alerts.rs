@@ -1,14 +1,15 @@
 //! Alerts as an operator meets them: the real binary on both stores, a workflow breach that
 //! becomes an alert with its business summary, a notification delivered to a real HTTP
 //! receiver through the critical lane, the incident acknowledged (not by a viewer), bad
-//! silences and unknown incidents refused with problem+json, `/v1/routes/test`, and the
+//! silences and unknown incidents refused with problem+json, `/v1/routes/test`, the CLI's
+//! `alerts`, `incidents`, `silence` and `routes test`, and the
 //! alert clearing when the order completes — which resolves the incident by itself.
 
 mod support;
 
 use serde_json::{Value, json};
 use std::time::Duration;
-use support::{Instance, Receiver, WORKFLOW, ev, get, send, wait_for};
+use support::{Instance, Receiver, WORKFLOW, ev, fails, get, ok, send, wait_for};
 
 fn alerting(hook: &str) -> String {
     format!(
@@ -129,14 +130,16 @@ fn a_breach_alerts_the_team_and_clears_when_the_order_completes() {
             "bookkeeping is not shown"
         );
 
+        // The operator's view of it, from the CLI.
+        let out = ok(&inst, &viewer, &["alerts", "--state", "firing"]);
+        assert!(out.contains("order-late"), "{out}");
+        assert!(out.contains("business_process"), "{out}");
+        let out = ok(&inst, &viewer, &["incidents", "list", "--status", "open"]);
+        assert!(out.contains("operations"), "{out}");
+
         // A viewer cannot acknowledge; an unknown incident is 404; bad silences are 400.
-        let (s, body) = post(
-            &inst,
-            &viewer,
-            &format!("/v1/incidents/{id}/ack"),
-            json!({}),
-        );
-        assert_eq!(s, 403, "{body}");
+        let err = fails(&inst, &viewer, &["incidents", "ack", &id.to_string()]);
+        assert!(err.contains("403"), "{err}");
         let (s, body) = post(&inst, &token, "/v1/incidents/9999/ack", json!({}));
         assert_eq!(
             (s, body["type"].as_str()),
@@ -165,15 +168,82 @@ fn a_breach_alerts_the_team_and_clears_when_the_order_completes() {
         let (_, _, sl) = get(&inst, &token, "/v1/silences");
         assert_eq!(sl["silences"], json!([]), "nothing was stored");
 
-        let (s, body) = post(
+        let out = ok(
             &inst,
             &token,
-            &format!("/v1/incidents/{id}/ack"),
-            json!({"comment": "on it"}),
+            &["incidents", "ack", &id.to_string(), "--comment", "on it"],
         );
-        assert_eq!(s, 200, "{body}");
-        assert_eq!(body["status"], "acknowledged");
-        assert_eq!(body["acknowledged_by"], format!("ops-{backend}"));
+        assert!(out.contains("acknowledged"), "{out}");
+        let (_, _, body) = get(&inst, &token, &format!("/v1/incidents/{id}"));
+        assert_eq!(body["incident"]["status"], "acknowledged");
+        assert_eq!(
+            body["incident"]["acknowledged_by"],
+            format!("ops-{backend}")
+        );
+        let out = ok(&inst, &viewer, &["incidents", "show", &id.to_string()]);
+        assert!(
+            out.contains("acknowledged") && out.contains("on it"),
+            "{out}"
+        );
+
+        // Silences from the CLI: added for a duration, listed, expired.
+        let err = fails(
+            &inst,
+            &token,
+            &[
+                "silence",
+                "add",
+                "-m",
+                "cause=\"partner_down\"",
+                "--duration",
+                "soon",
+                "--comment",
+                "x",
+            ],
+        );
+        assert!(err.contains("--duration"), "{err}");
+        let out = ok(
+            &inst,
+            &token,
+            &[
+                "silence",
+                "add",
+                "-m",
+                "cause=\"partner_down\"",
+                "-m",
+                "destination=~\"carrier-.*\"",
+                "--duration",
+                "2h",
+                "--comment",
+                "carrier maintenance",
+            ],
+        );
+        let sid = out.split_whitespace().nth(1).unwrap().to_string();
+        let out = ok(&inst, &viewer, &["silence", "list"]);
+        assert!(
+            out.contains("cause=\"partner_down\"") && out.contains("carrier maintenance"),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("ops-{backend}")),
+            "the creator is the token: {out}"
+        );
+        ok(&inst, &token, &["silence", "expire", &sid]);
+        let out = ok(&inst, &viewer, &["silence", "list"]);
+        assert!(!out.contains("carrier maintenance"), "{out}");
+        let out = ok(&inst, &viewer, &["silence", "list", "--all"]);
+        assert!(out.contains("(expired)"), "{out}");
+        let out = ok(
+            &inst,
+            &viewer,
+            &[
+                "routes",
+                "test",
+                "workflow=order_to_cash",
+                "cause=data_mismatch",
+            ],
+        );
+        assert!(out.starts_with("operations (team operations)"), "{out}");
 
         let (s, r) = post(
             &inst,
@@ -219,6 +289,8 @@ fn a_breach_alerts_the_team_and_clears_when_the_order_completes() {
         for k in ["opened", "notified", "acknowledged", "resolved"] {
             assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
         }
+        let out = ok(&inst, &viewer, &["incidents", "stats"]);
+        assert!(out.contains("team: operations"), "{out}");
         let (_, _, stats) = get(&inst, &token, "/v1/incidents/stats");
         assert_eq!(stats["all"]["incidents"], 1, "{stats}");
         assert_eq!(stats["by_team"]["operations"]["resolved"], 1, "{stats}");

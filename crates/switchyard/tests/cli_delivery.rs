@@ -4,9 +4,9 @@
 mod support;
 
 use serde_json::{Value, json};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
-use support::{Instance, Receiver};
+use support::{Instance, Receiver, cli, fails, ok, text};
 use switchyard_core::delivery::idempotency_key;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -34,47 +34,6 @@ map = "{{order: .data.id, qty: .data.qty}}"
 schema = {{ type = "object", required = ["order", "qty"], properties = {{ order = {{ type = "string" }}, qty = {{ type = "integer", minimum = 1 }} }} }}
 "#
     )
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// The CLI against `inst` with `token` (the environment cleared, so only the flags count).
-fn cli(inst: &Instance, token: &str, args: &[&str]) -> Output {
-    Command::new(support::bin())
-        .args(args)
-        .args(["--url", &inst.base(), "--token", token])
-        .env_remove("SWITCHYARD_URL")
-        .env_remove("SWITCHYARD_TOKEN")
-        .output()
-        .unwrap()
-}
-
-/// Runs the CLI and expects success; returns stdout.
-fn ok(inst: &Instance, token: &str, args: &[&str]) -> String {
-    let out = cli(inst, token, args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed ({:?}):\n{}\n{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
-/// Runs the CLI and expects exit status 1; returns stderr.
-fn fails(inst: &Instance, token: &str, args: &[&str]) -> String {
-    let out = cli(inst, token, args);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{args:?} should fail:\n{}\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stderr)
 }
 
 fn json_lines(stdout: &str) -> Vec<Value> {

@@ -6,33 +6,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use std::process::{Command, Output};
-use support::{Instance, WORKFLOW, ev, get, send, wait_for};
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn cli(inst: &Instance, token: &str, args: &[&str]) -> Output {
-    Command::new(support::bin())
-        .args(args)
-        .args(["--url", &inst.base(), "--token", token])
-        .env_remove("SWITCHYARD_URL")
-        .env_remove("SWITCHYARD_TOKEN")
-        .output()
-        .unwrap()
-}
-
-fn ok(inst: &Instance, token: &str, args: &[&str]) -> String {
-    let out = cli(inst, token, args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed:\n{}\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
+use support::{Instance, WORKFLOW, ev, get, ok, send, text, wait_for};
 
 #[test]
 fn an_order_is_followed_across_systems_and_its_breach_reported() {

@@ -573,3 +573,44 @@ pub fn wait_for(
 pub fn ev(id: &str, source: &str, ty: &str, data: serde_json::Value) -> serde_json::Value {
     serde_json::json!({"specversion": "1.0", "id": id, "source": source, "type": ty, "data": data})
 }
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The CLI against `inst` with `token` (the environment cleared, so only the flags count).
+pub fn cli(inst: &Instance, token: &str, args: &[&str]) -> std::process::Output {
+    Command::new(bin())
+        .args(args)
+        .args(["--url", &inst.base(), "--token", token])
+        .env_remove("SWITCHYARD_URL")
+        .env_remove("SWITCHYARD_TOKEN")
+        .output()
+        .unwrap()
+}
+
+/// Runs the CLI and expects success; returns stdout.
+pub fn ok(inst: &Instance, token: &str, args: &[&str]) -> String {
+    let out = cli(inst, token, args);
+    assert!(
+        out.status.success(),
+        "{args:?} failed ({:?}):\n{}\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// Runs the CLI and expects exit status 1; returns stderr.
+pub fn fails(inst: &Instance, token: &str, args: &[&str]) -> String {
+    let out = cli(inst, token, args);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{args:?} should fail:\n{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stderr)
+}
