@@ -304,3 +304,104 @@ fn a_breach_alerts_the_team_and_clears_when_the_order_completes() {
         inst.sigterm();
     }
 }
+
+#[test]
+fn a_dead_lettered_order_event_alerts_until_its_dead_letter_is_discarded() {
+    let dir = tempfile::tempdir().unwrap();
+    for (backend, url) in support::store_urls(dir.path()) {
+        // The WMS refuses the order for good (400): a dead letter, a `delivery_failed`
+        // finding on the order's instance, an alert to operations.
+        let wms = Receiver::start(400, Duration::ZERO);
+        let hook = Receiver::start(200, Duration::ZERO);
+        let config = format!(
+            r#"{WORKFLOW}
+[alerting]
+evaluation_interval_seconds = 1
+
+[[destinations]]
+name = "wms"
+url = "{wms}"
+
+[[destinations]]
+name = "ops-hook"
+url = "{hook}"
+
+[[flows]]
+name = "orders-to-wms"
+destination = "wms"
+match = {{ source = "/shop", type = ["order.created"] }}
+
+[[alert_rules]]
+name = "order-not-delivered"
+on = "finding"
+findings = ["delivery_failed"]
+
+[[receivers]]
+name = "operations"
+[[receivers.notify]]
+type = "webhook"
+destination = "ops-hook"
+
+[route]
+receiver = "operations"
+group_wait_seconds = 0
+group_interval_seconds = 1
+"#,
+            wms = wms.url,
+            hook = hook.url
+        );
+        let mut inst = Instance::new(dir.path(), backend, &url, &config);
+        let token = inst.create_token("admin", &format!("ops-{backend}"));
+        inst.start();
+        send(
+            &inst,
+            &token,
+            json!([ev(
+                "o7",
+                "/shop",
+                "order.created",
+                json!({"number": "#7", "warehouse": "WH1"})
+            )]),
+        );
+        let v = wait_for(&inst, &token, "/v1/alerts?state=firing", |v| {
+            v["alerts"]
+                .as_array()
+                .is_some_and(|l| l.iter().any(|a| a["labels"]["kind"] == "delivery_failed"))
+        });
+        let alert = v["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["labels"]["kind"] == "delivery_failed")
+            .unwrap()
+            .clone();
+        assert_eq!(alert["labels"]["step"], "ordered", "{alert}");
+        assert!(
+            alert["summary"].as_str().unwrap().contains("orders-to-wms"),
+            "{alert}"
+        );
+        let fp = alert["fingerprint"].as_str().unwrap().to_string();
+
+        // Discarding the dead letter clears the alert, although the order is still open.
+        let (_, _, dlq) = get(&inst, &token, "/v1/dlq?flow=orders-to-wms");
+        let id = dlq["deliveries"][0]["id"].as_i64().expect("a dead letter");
+        let (s, body) = post(
+            &inst,
+            &token,
+            &format!("/v1/dlq/{id}/discard"),
+            json!({"reason": "order cancelled in the shop"}),
+        );
+        assert_eq!(s, 200, "{body}");
+        let v = wait_for(&inst, &token, "/v1/alerts?state=resolved", |v| {
+            v["alerts"]
+                .as_array()
+                .is_some_and(|l| l.iter().any(|a| a["fingerprint"] == fp.as_str()))
+        });
+        let (_, _, w) = get(&inst, &token, "/v1/workflows/order_to_cash/instances");
+        assert_eq!(
+            w["instances"][0]["state"], "on_track",
+            "the instance is still open: {w} {v}"
+        );
+        inst.sigterm();
+    }
+}

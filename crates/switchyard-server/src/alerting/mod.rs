@@ -607,6 +607,30 @@ impl AlertService {
         }
     }
 
+    /// Whether no delivery of the step's events is dead any more: each was delivered after a
+    /// replay, or its dead letter discarded.
+    async fn step_delivered(
+        &self,
+        i: &switchyard_store::InstanceRecord,
+        step: &str,
+    ) -> Result<bool, switchyard_store::Error> {
+        for hit in i.instance.hits.iter().filter(|h| h.step == step) {
+            let dead = self
+                .store
+                .list_deliveries(&DeliveryFilter {
+                    event_seq: Some(hit.seq),
+                    states: DeliveryState::DEAD_LETTERS.to_vec(),
+                    limit: 1,
+                    ..Default::default()
+                })
+                .await?;
+            if !dead.is_empty() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// Resolves finding alerts whose condition ended: instances closed or moving, steps
     /// arrived, a good run after a failed one, the quiet period over.
     async fn clear_findings(
@@ -648,27 +672,29 @@ impl AlertService {
                     .unwrap_or_default();
                 let step = a.labels.get("step").cloned().unwrap_or_default();
                 let since: DateTime<Utc> = a.starts_at;
-                let closed: HashSet<i64> = open
-                    .into_iter()
-                    .filter(|id| match instances.get(id) {
-                        None => true,
-                        Some(i) => {
-                            let done = matches!(
-                                i.instance.state,
-                                InstanceState::Completed
-                                    | InstanceState::CompletedLate
-                                    | InstanceState::Cancelled
-                            );
-                            done || match kind {
-                                FindingKind::Stalled => i.instance.progressed_at > since,
-                                FindingKind::Missing => {
-                                    i.instance.hits.iter().any(|h| h.step == step)
-                                }
-                                _ => false,
-                            }
-                        }
-                    })
-                    .collect();
+                let mut closed = HashSet::new();
+                for id in open {
+                    let Some(i) = instances.get(&id) else {
+                        closed.insert(id);
+                        continue;
+                    };
+                    let done = matches!(
+                        i.instance.state,
+                        InstanceState::Completed
+                            | InstanceState::CompletedLate
+                            | InstanceState::Cancelled
+                    );
+                    let over = done
+                        || match kind {
+                            FindingKind::Stalled => i.instance.progressed_at > since,
+                            FindingKind::Missing => i.instance.hits.iter().any(|h| h.step == step),
+                            FindingKind::DeliveryFailed => self.step_delivered(i, &step).await?,
+                            _ => false,
+                        };
+                    if over {
+                        closed.insert(id);
+                    }
+                }
                 if !closed.is_empty() {
                     st.close_refs(
                         &a.fingerprint,
@@ -1052,40 +1078,52 @@ impl AlertService {
         let mut out = Vec::new();
         match outcome {
             DeliveryOutcome::DeadLetter => {
-                let stats = cache.stats(&self.store).await?;
-                for s in stats.iter().filter(|s| s.state == DeliveryState::Dead) {
+                // Dead letters of every kind (undeliverable, mapping failed, invalid), per
+                // flow and destination.
+                let mut per_flow: BTreeMap<(String, String), i64> = BTreeMap::new();
+                for s in cache.stats(&self.store).await? {
+                    if s.state.is_dead_letter() {
+                        *per_flow
+                            .entry((s.flow.clone(), s.destination.clone()))
+                            .or_default() += s.count;
+                    }
+                }
+                for ((flow, destination), count) in per_flow {
                     let last = self
                         .store
                         .list_deliveries(&DeliveryFilter {
-                            flow: Some(s.flow.clone()),
-                            states: vec![DeliveryState::Dead],
+                            flow: Some(flow.clone()),
+                            states: DeliveryState::DEAD_LETTERS.to_vec(),
                             limit: 1,
                             ..Default::default()
                         })
                         .await?;
                     let d = last.first();
-                    let odoo = self.odoo_destinations.contains(&s.destination);
-                    let cause = d.map_or(Cause::MappingDrift, |d| {
-                        delivery_cause(
+                    let odoo = self.odoo_destinations.contains(&destination);
+                    let cause = d.map_or(Cause::MappingDrift, |d| match d.state {
+                        DeliveryState::MappingFailed | DeliveryState::Invalid => {
+                            Cause::MappingDrift
+                        }
+                        _ => delivery_cause(
                             d.error_class.map(|c| c.as_str()),
                             d.last_status.and_then(|v| u16::try_from(v).ok()),
                             odoo,
-                        )
+                        ),
                     });
                     let error = d.and_then(|d| d.last_error.clone()).unwrap_or_default();
                     out.push(Series {
-                        labels: labels(&[("flow", s.flow.as_str()), ("destination", s.destination.as_str())]),
-                        value: s.count as f64,
+                        labels: labels(&[("flow", flow.as_str()), ("destination", destination.as_str())]),
+                        value: count as f64,
                         cause,
                         about: format!(
                             "{} dead letter{} in flow {} to {}: {error}",
-                            s.count,
-                            if s.count == 1 { "" } else { "s" },
-                            s.flow,
-                            s.destination
+                            count,
+                            if count == 1 { "" } else { "s" },
+                            flow,
+                            destination
                         ),
                         evidence: json!({
-                            "value": s.count,
+                            "value": count,
                             "error": error,
                             "events": d.map(|d| vec![format!("{} {}", d.event_source, d.event_id)]).unwrap_or_default(),
                         }),
