@@ -53,6 +53,7 @@ macro_rules! store_conformance_suite {
             monitor_commit_writes_nothing_when_a_write_fails,
             monitor_merge_moves_findings_and_aliases,
             monitor_archive_removes_closed_instances_only,
+            monitor_closed_counts_per_bucket_state_and_cycle_time,
             monitor_timer_commits_findings_first_and_keeps_aliases,
             monitor_runs_are_written_with_their_findings,
             closed_store_refuses_writes
@@ -2999,6 +3000,92 @@ pub async fn monitor_archive_removes_closed_instances_only(store: SharedStore) {
         ids(&store.list_instances(&instances(10)).await.unwrap()),
         vec![written[3]]
     );
+}
+
+/// SLA compliance over time and the cycle-time histogram: closed instances of one workflow
+/// counted per hour bucket (by close), final state and cycle-time bin.
+pub async fn monitor_closed_counts_per_bucket_state_and_cycle_time(store: SharedStore) {
+    let lease = store
+        .acquire_lease("monitor", "node-a", t0(), Duration::seconds(60))
+        .await
+        .unwrap()
+        .unwrap();
+    let closed = |wf: &str, n: &str, state: InstanceState, started: i64, closed: i64| {
+        let mut i = instance(
+            wf,
+            Some(n),
+            &[("shop_order", n)],
+            t0() + Duration::seconds(started),
+        );
+        i.state = state;
+        i.closed_at = Some(t0() + Duration::seconds(closed));
+        new_write(i, None, Vec::new())
+    };
+    store
+        .monitor_commit(commit(
+            &lease,
+            vec![
+                // 08:00 bucket: 30 s (bin 0), 10 min (bin 2, late), 59 min (bin 3)
+                closed("o2c", "#1", InstanceState::Completed, 0, 30),
+                closed("o2c", "#2", InstanceState::CompletedLate, 0, 600),
+                closed("o2c", "#3", InstanceState::Completed, 0, 3_540),
+                // 09:00 bucket: 1 h exactly (bin 4), 5 days (the last bin)
+                closed("o2c", "#4", InstanceState::CompletedLate, 0, 3_600),
+                closed(
+                    "o2c",
+                    "#5",
+                    InstanceState::Cancelled,
+                    -432_000 + 3_700,
+                    3_700,
+                ),
+                // too early, another workflow, still open: not counted
+                closed("o2c", "#6", InstanceState::Completed, -7_200, -3_600),
+                closed("mto", "#7", InstanceState::Completed, 0, 30),
+                new_write(
+                    instance("o2c", Some("#8"), &[("shop_order", "#8")], t0()),
+                    Some(t0() + Duration::hours(5)),
+                    Vec::new(),
+                ),
+            ],
+            t0(),
+        ))
+        .await
+        .unwrap();
+    let got = store.closed_counts("o2c", t0(), 3_600).await.unwrap();
+    let h = |n: i64| t0() + Duration::hours(n);
+    let last = CYCLE_BINS_SECONDS.len();
+    let want = vec![
+        (h(0), InstanceState::Completed, 0, 1),
+        (h(0), InstanceState::Completed, 3, 1),
+        (h(0), InstanceState::CompletedLate, 2, 1),
+        (h(1), InstanceState::Cancelled, last, 1),
+        (h(1), InstanceState::CompletedLate, 4, 1),
+    ];
+    let mut got: Vec<_> = got
+        .into_iter()
+        .map(|c| (c.bucket, c.state, c.cycle_bin, c.count))
+        .collect();
+    got.sort_by_key(|g| (g.0, g.1.as_str(), g.2));
+    let mut want = want;
+    want.sort_by_key(|g| (g.0, g.1.as_str(), g.2));
+    assert_eq!(got, want);
+    assert!(
+        store
+            .closed_counts("o2c", h(2), 3_600)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Two-hour buckets fold both hours into one.
+    let two: i64 = store
+        .closed_counts("o2c", t0(), 7_200)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|c| c.bucket == h(0))
+        .map(|c| c.count)
+        .sum();
+    assert_eq!(two, 5);
 }
 
 /// Timers commit their findings alone first (`findings_only`: the instance is untouched),

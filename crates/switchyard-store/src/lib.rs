@@ -34,9 +34,9 @@ pub use delivery::{
     Replay,
 };
 pub use monitor::{
-    FindingFilter, FindingRecord, InstanceCount, InstanceFilter, InstanceRecord, InstanceWrite,
-    MonitorCommit, MonitorCommitted, RunFilter, RunRecord, RunWrite, SUBJECT_BATCH,
-    SUBJECT_RECONCILIATION, SUBJECT_WORKFLOW, WorkflowAlias, WorkflowVersion,
+    CYCLE_BINS_SECONDS, ClosedCount, FindingFilter, FindingRecord, InstanceCount, InstanceFilter,
+    InstanceRecord, InstanceWrite, MonitorCommit, MonitorCommitted, RunFilter, RunRecord, RunWrite,
+    SUBJECT_BATCH, SUBJECT_RECONCILIATION, SUBJECT_WORKFLOW, WorkflowAlias, WorkflowVersion,
 };
 
 pub mod alerts;
@@ -695,6 +695,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Instances per workflow and state.
     async fn instance_counts(&self) -> Result<Vec<InstanceCount>>;
+
+    /// Instances of `workflow` closed at or after `since`, counted per time bucket of
+    /// `bucket_seconds` (aligned to the epoch), final state and cycle-time bin: SLA
+    /// compliance over time and the cycle-time histogram. Archived instances are gone.
+    async fn closed_counts(
+        &self,
+        workflow: &str,
+        since: DateTime<Utc>,
+        bucket_seconds: i64,
+    ) -> Result<Vec<ClosedCount>>;
 
     /// Batch runs, newest first.
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>>;

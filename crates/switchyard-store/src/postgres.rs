@@ -1640,6 +1640,16 @@ impl Store for PgStore {
         wf::counts(&c).await
     }
 
+    async fn closed_counts(
+        &self,
+        workflow: &str,
+        since: DateTime<Utc>,
+        bucket_seconds: i64,
+    ) -> Result<Vec<ClosedCount>> {
+        let c = self.client().await?;
+        wf::closed_counts(&c, workflow, since, bucket_seconds).await
+    }
+
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
         let c = self.client().await?;
         wf::list_runs(&c, filter, filter.limit.clamp(1, 10_000) as i64).await

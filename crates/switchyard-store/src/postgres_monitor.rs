@@ -661,6 +661,28 @@ pub(crate) async fn counts(c: &impl GenericClient) -> Result<Vec<InstanceCount>>
     .collect()
 }
 
+pub(crate) async fn closed_counts(
+    c: &impl GenericClient,
+    workflow: &str,
+    since: DateTime<Utc>,
+    bucket_seconds: i64,
+) -> Result<Vec<ClosedCount>> {
+    let width = bucket_seconds.max(1) * 1_000_000;
+    c.query(&closed_counts_sql(), &[&workflow, &micros(since), &width])
+        .await
+        .map_err(map_err)?
+        .iter()
+        .map(|r| {
+            Ok(ClosedCount {
+                bucket: from_micros(r.get(0))?,
+                state: parse_state(r.get(1))?,
+                cycle_bin: r.get::<_, i32>(2) as usize,
+                count: r.get(3),
+            })
+        })
+        .collect()
+}
+
 /// Deletes up to `limit` instances closed before `closed_before`, oldest closed first,
 /// with their aliases (findings stay); one statement.
 pub(crate) async fn archive(

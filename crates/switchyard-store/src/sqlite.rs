@@ -1781,6 +1781,17 @@ impl Store for SqliteStore {
         self.read(wf::counts).await
     }
 
+    async fn closed_counts(
+        &self,
+        workflow: &str,
+        since: DateTime<Utc>,
+        bucket_seconds: i64,
+    ) -> Result<Vec<ClosedCount>> {
+        let workflow = workflow.to_string();
+        self.read(move |c| wf::closed_counts(c, &workflow, since, bucket_seconds))
+            .await
+    }
+
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
         let filter = filter.clone();
         let limit = filter.limit.clamp(1, 10_000) as i64;

@@ -643,6 +643,38 @@ pub(crate) fn counts(c: &Connection) -> Result<Vec<InstanceCount>> {
     .collect()
 }
 
+pub(crate) fn closed_counts(
+    c: &Connection,
+    workflow: &str,
+    since: DateTime<Utc>,
+    bucket_seconds: i64,
+) -> Result<Vec<ClosedCount>> {
+    let width = bucket_seconds.max(1) * 1_000_000;
+    let mut s = c
+        .prepare_cached(&closed_counts_sql().replace('$', "?"))
+        .map_err(map_err)?;
+    let rows = s
+        .query_map(params![workflow, micros(since), width], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })
+        .map_err(map_err)?;
+    rows.map(|r| {
+        let (b, state, bin, count) = r.map_err(map_err)?;
+        Ok(ClosedCount {
+            bucket: from_micros(b)?,
+            state: parse_state(&state)?,
+            cycle_bin: bin as usize,
+            count,
+        })
+    })
+    .collect()
+}
+
 /// Deletes up to `limit` instances closed before `closed_before`, oldest closed first,
 /// with their aliases (findings stay).
 pub(crate) fn archive(c: &Connection, closed_before: DateTime<Utc>, limit: i64) -> Result<u64> {
