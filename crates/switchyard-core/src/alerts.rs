@@ -809,7 +809,20 @@ pub struct NotifierConfig {
     /// A jq program over the notification event (`.data` is the notification) that yields
     /// the body to send, instead of the built-in one.
     pub template: Option<String>,
+    /// The retry policy of the notifier's flow (default [`NOTIFIER_RETRY`]): how long a
+    /// failing notifier is retried before its notifications become dead letters, which a
+    /// `delivery` rule turns into an alert for the other receivers.
+    pub retry: Option<crate::delivery::RetryPolicy>,
 }
+
+/// The retry policy of a notifier flow unless its notifier sets one: 50 attempts within a
+/// day, so an outage of the receiving end loses nothing.
+pub const NOTIFIER_RETRY: crate::delivery::RetryPolicy = crate::delivery::RetryPolicy {
+    max_attempts: 50,
+    max_age_seconds: 86_400,
+    initial_ms: 1000,
+    max_backoff_seconds: 600,
+};
 
 /// `[[receivers]]`: a team's ways of being told.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -1062,6 +1075,23 @@ impl Alerting {
                     && let Err(e) = Jq::compile(t, &[])
                 {
                     out.push((format!("{nkey}.template"), e));
+                }
+                // The notifier's flow is compiled with the others, which leave its problems
+                // to this check.
+                if let Some(r) = &n.retry {
+                    if r.max_attempts == 0 {
+                        out.push((
+                            format!("{nkey}.retry.max_attempts"),
+                            "must be at least 1".into(),
+                        ));
+                    }
+                    if r.initial_ms == 0 || r.max_backoff_seconds == 0 || r.max_age_seconds == 0 {
+                        out.push((
+                            format!("{nkey}.retry"),
+                            "initial_ms, max_backoff_seconds and max_age_seconds must be at least 1"
+                                .into(),
+                        ));
+                    }
                 }
             }
             receivers.push(Receiver {
@@ -1573,11 +1603,7 @@ pub fn notifier_flows(config: &Config) -> Vec<crate::flows::FlowConfig> {
                 destination: n.destination.clone(),
                 priority: crate::delivery::Lane::Critical,
                 ordering: None,
-                retry: crate::delivery::RetryPolicy {
-                    max_attempts: 50,
-                    max_age_seconds: 86_400,
-                    ..Default::default()
-                },
+                retry: n.retry.unwrap_or(NOTIFIER_RETRY),
                 odoo: None,
             });
         }
