@@ -1629,11 +1629,15 @@ pub fn default_template(n: &NotifierConfig) -> String {
     }
 }
 
-const SLACK_TEMPLATE: &str = r#"{text: (
+/// Slack's mrkdwn reads `<…>` as a link or mention and `&` as an entity, so text from the
+/// outside (business keys, summaries) has those three escaped; only the incident link is a
+/// link.
+const SLACK_TEMPLATE: &str = r#"def esc: split("&") | join("&amp;") | split("<") | join("&lt;") | split(">") | join("&gt;");
+{text: (
   (if .data.status == "firing" then ":rotating_light: " else ":white_check_mark: " end)
-  + "*[" + (.data.status | ascii_upcase) + "]* " + .data.title
-  + "\n" + ([.data.alerts[] | "• " + (if .status == "resolved" then "~" + .summary + "~ (cleared)" else .summary end) + " — " + .cause + ", " + .severity] | join("\n"))
-  + (if .data.incident_url then "\n<" + .data.incident_url + "|Incident #" + (.data.incident | tostring) + " (" + .data.team + ")>" else "" end)
+  + "*[" + (.data.status | ascii_upcase) + "]* " + (.data.title | esc)
+  + "\n" + ([.data.alerts[] | "• " + (if .status == "resolved" then "~" + (.summary | esc) + "~ (cleared)" else (.summary | esc) end) + " — " + .cause + ", " + .severity] | join("\n"))
+  + (if .data.incident_url then "\n<" + (.data.incident_url | esc) + "|Incident #" + (.data.incident | tostring) + " (" + (.data.team | esc) + ")>" else "" end)
 )}"#;
 
 const EMAIL_SUBJECT: &str =
@@ -1705,6 +1709,32 @@ mod tests {
         assert_eq!(m.of("P3"), Some(Severity::Warning));
         assert_eq!(m.of("P4"), Some(Severity::Info));
         assert_eq!(m.of("P5"), None);
+    }
+
+    #[test]
+    fn the_slack_template_escapes_outside_text_and_links_the_incident() {
+        let n = NotifierConfig {
+            kind: NotifierKind::Slack,
+            destination: "d".into(),
+            to: Vec::new(),
+            template: None,
+            retry: None,
+        };
+        let jq = Jq::compile(&default_template(&n), &[]).unwrap();
+        let event = serde_json::json!({"data": {
+            "status": "firing", "title": "Order <R&D> late", "team": "ops", "incident": 4,
+            "incident_url": "http://sy.example/#/incidents/4",
+            "alerts": [{"status": "firing", "summary": "a > b", "cause": "business_process",
+                        "severity": "high"}],
+        }});
+        let out = jq.run(&event, &[]).unwrap();
+        assert_eq!(
+            out,
+            vec![
+                serde_json::json!({"text": ":rotating_light: *[FIRING]* Order &lt;R&amp;D&gt; late\n\
+                • a &gt; b — business_process, high\n<http://sy.example/#/incidents/4|Incident #4 (ops)>"})
+            ]
+        );
     }
 
     #[test]
