@@ -809,7 +809,20 @@ pub struct NotifierConfig {
     /// A jq program over the notification event (`.data` is the notification) that yields
     /// the body to send, instead of the built-in one.
     pub template: Option<String>,
+    /// The retry policy of the notifier's flow (default [`NOTIFIER_RETRY`]): how long a
+    /// failing notifier is retried before its notifications become dead letters, which a
+    /// `delivery` rule turns into an alert for the other receivers.
+    pub retry: Option<crate::delivery::RetryPolicy>,
 }
+
+/// The retry policy of a notifier flow unless its notifier sets one: 50 attempts within a
+/// day, so an outage of the receiving end loses nothing.
+pub const NOTIFIER_RETRY: crate::delivery::RetryPolicy = crate::delivery::RetryPolicy {
+    max_attempts: 50,
+    max_age_seconds: 86_400,
+    initial_ms: 1000,
+    max_backoff_seconds: 600,
+};
 
 /// `[[receivers]]`: a team's ways of being told.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -1062,6 +1075,23 @@ impl Alerting {
                     && let Err(e) = Jq::compile(t, &[])
                 {
                     out.push((format!("{nkey}.template"), e));
+                }
+                // The notifier's flow is compiled with the others, which leave its problems
+                // to this check.
+                if let Some(r) = &n.retry {
+                    if r.max_attempts == 0 {
+                        out.push((
+                            format!("{nkey}.retry.max_attempts"),
+                            "must be at least 1".into(),
+                        ));
+                    }
+                    if r.initial_ms == 0 || r.max_backoff_seconds == 0 || r.max_age_seconds == 0 {
+                        out.push((
+                            format!("{nkey}.retry"),
+                            "initial_ms, max_backoff_seconds and max_age_seconds must be at least 1"
+                                .into(),
+                        ));
+                    }
                 }
             }
             receivers.push(Receiver {
@@ -1573,11 +1603,7 @@ pub fn notifier_flows(config: &Config) -> Vec<crate::flows::FlowConfig> {
                 destination: n.destination.clone(),
                 priority: crate::delivery::Lane::Critical,
                 ordering: None,
-                retry: crate::delivery::RetryPolicy {
-                    max_attempts: 50,
-                    max_age_seconds: 86_400,
-                    ..Default::default()
-                },
+                retry: n.retry.unwrap_or(NOTIFIER_RETRY),
                 odoo: None,
             });
         }
@@ -1603,11 +1629,15 @@ pub fn default_template(n: &NotifierConfig) -> String {
     }
 }
 
-const SLACK_TEMPLATE: &str = r#"{text: (
+/// Slack's mrkdwn reads `<…>` as a link or mention and `&` as an entity, so text from the
+/// outside (business keys, summaries) has those three escaped; only the incident link is a
+/// link.
+const SLACK_TEMPLATE: &str = r#"def esc: split("&") | join("&amp;") | split("<") | join("&lt;") | split(">") | join("&gt;");
+{text: (
   (if .data.status == "firing" then ":rotating_light: " else ":white_check_mark: " end)
-  + "*[" + (.data.status | ascii_upcase) + "]* " + .data.title
-  + "\n" + ([.data.alerts[] | "• " + (if .status == "resolved" then "~" + .summary + "~ (cleared)" else .summary end) + " — " + .cause + ", " + .severity] | join("\n"))
-  + (if .data.incident_url then "\n<" + .data.incident_url + "|Incident #" + (.data.incident | tostring) + " (" + .data.team + ")>" else "" end)
+  + "*[" + (.data.status | ascii_upcase) + "]* " + (.data.title | esc)
+  + "\n" + ([.data.alerts[] | "• " + (if .status == "resolved" then "~" + (.summary | esc) + "~ (cleared)" else (.summary | esc) end) + " — " + .cause + ", " + .severity] | join("\n"))
+  + (if .data.incident_url then "\n<" + (.data.incident_url | esc) + "|Incident #" + (.data.incident | tostring) + " (" + (.data.team | esc) + ")>" else "" end)
 )}"#;
 
 const EMAIL_SUBJECT: &str =
@@ -1679,6 +1709,32 @@ mod tests {
         assert_eq!(m.of("P3"), Some(Severity::Warning));
         assert_eq!(m.of("P4"), Some(Severity::Info));
         assert_eq!(m.of("P5"), None);
+    }
+
+    #[test]
+    fn the_slack_template_escapes_outside_text_and_links_the_incident() {
+        let n = NotifierConfig {
+            kind: NotifierKind::Slack,
+            destination: "d".into(),
+            to: Vec::new(),
+            template: None,
+            retry: None,
+        };
+        let jq = Jq::compile(&default_template(&n), &[]).unwrap();
+        let event = serde_json::json!({"data": {
+            "status": "firing", "title": "Order <R&D> late", "team": "ops", "incident": 4,
+            "incident_url": "http://sy.example/#/incidents/4",
+            "alerts": [{"status": "firing", "summary": "a > b", "cause": "business_process",
+                        "severity": "high"}],
+        }});
+        let out = jq.run(&event, &[]).unwrap();
+        assert_eq!(
+            out,
+            vec![
+                serde_json::json!({"text": ":rotating_light: *[FIRING]* Order &lt;R&amp;D&gt; late\n\
+                • a &gt; b — business_process, high\n<http://sy.example/#/incidents/4|Incident #4 (ops)>"})
+            ]
+        );
     }
 
     #[test]

@@ -212,6 +212,40 @@ fn notifiers_are_critical_flows() {
     let f = flows.flow("notify.operations.0").expect("generated flow");
     assert_eq!(f.destination, "ops-slack");
     assert_eq!(f.lane, switchyard_core::delivery::Lane::Critical);
+    assert_eq!(f.retry, switchyard_core::alerts::NOTIFIER_RETRY);
+}
+
+#[test]
+fn a_notifier_may_set_its_retry_policy() {
+    let text = r#"
+[[destinations]]
+name = "hook"
+url = "http://127.0.0.1:9/x"
+[[receivers]]
+name = "ops"
+[[receivers.notify]]
+type = "webhook"
+destination = "hook"
+retry = { max_attempts = 3, initial_ms = 100 }
+[route]
+receiver = "ops"
+"#;
+    let c = Config::parse(text, FILE, Vec::new()).unwrap_or_else(|e| panic!("{e}"));
+    let flows = switchyard_core::flows::Flows::compile(&c).unwrap();
+    let r = flows.flow("notify.ops.0").unwrap().retry;
+    assert_eq!((r.max_attempts, r.initial_ms), (3, 100));
+    assert_eq!(
+        r.max_age_seconds, 86_400,
+        "the other fields keep their defaults"
+    );
+
+    let got = errors(&text.replace("max_attempts = 3", "max_attempts = 0"));
+    assert!(
+        got.contains(
+            "switchyard.toml:10:11: receivers[0].notify[0].retry.max_attempts: must be at least 1"
+        ),
+        "{got}"
+    );
 }
 
 fn errors(text: &str) -> String {
