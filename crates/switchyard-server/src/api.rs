@@ -395,6 +395,24 @@ pub async fn probes(State(state): State<AppState>, headers: HeaderMap) -> ApiRes
     .into_response())
 }
 
+/// `GET /v1/me`: who this token is and what it may do — the web UI's login check, and what
+/// it shows or hides (the server enforces every permission on its own).
+pub async fn me(State(state): State<AppState>, headers: HeaderMap) -> ApiResult {
+    let caller = state.authorize(&headers, Permission::Read).await?;
+    let may = |p: Permission| caller.role.allows(p);
+    Ok(Json(json!({
+        "name": caller.name,
+        "role": caller.role.as_str(),
+        "permissions": {
+            "ingest": may(Permission::Ingest),
+            "read": may(Permission::Read),
+            "operate": may(Permission::Operate),
+            "administer": may(Permission::Administer),
+        },
+    }))
+    .into_response())
+}
+
 /// `GET /v1/cluster`: the nodes sharing this store and who holds which singleton lease.
 pub async fn cluster(State(state): State<AppState>, headers: HeaderMap) -> ApiResult {
     state.authorize(&headers, Permission::Read).await?;

@@ -19,6 +19,7 @@ pub mod odoo_hooks;
 pub mod probes;
 pub mod reconcile;
 pub mod retention;
+pub mod web;
 pub mod webhooks;
 
 use crate::error::{ApiError, Problem};
@@ -316,6 +317,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs/{id}", get(api::get_job))
         .route("/v1/audit", get(api::list_audit))
         .route("/v1/cluster", get(api::cluster))
+        .route("/v1/me", get(api::me))
         .route("/v1/sources", get(api::sources))
         .route("/v1/probes", get(api::probes))
         .route("/v1/flows", get(delivery_api::list_flows))
@@ -340,6 +342,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/workflows/{name}/instances",
             get(monitor_api::list_instances),
+        )
+        .route(
+            "/v1/workflows/{name}/summary",
+            get(monitor_api::workflow_summary),
         )
         .route("/v1/instances", get(monitor_api::find_instances))
         .route("/v1/instances/{id}", get(monitor_api::get_instance))
@@ -382,6 +388,8 @@ pub fn router(state: AppState) -> Router {
             "/v1/reconciliations",
             get(monitor_api::list_reconciliations),
         )
+        .route("/", get(web::index))
+        .route("/ui/{file}", get(web::asset))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))

@@ -527,3 +527,134 @@ pub async fn list_reconciliations(State(state): State<AppState>, headers: Header
     }
     Ok(Json(json!({ "reconciliations": out })).into_response())
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SummaryQuery {
+    pub since: Option<String>,
+    pub bucket_seconds: Option<i64>,
+}
+
+/// At most this many open late instances are grouped by dimension (newest first).
+const LATE_SAMPLE: usize = 1000;
+
+/// `GET /v1/workflows/{name}/summary`: SLA compliance over time (closed instances per
+/// bucket: within SLA, late, cancelled), the cycle-time histogram of the same instances, and
+/// the open at-risk, breached and stalled instances grouped by each dimension's value.
+pub async fn workflow_summary(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
+    state.authorize(&headers, Permission::Read).await?;
+    let q: SummaryQuery = parse_query(raw)?;
+    let Some(wf) = state.workflows.get(&name) else {
+        return Err(ApiError::new(
+            Problem::NotFound,
+            format!("no workflow \"{name}\""),
+        ));
+    };
+    let now = state.clock.now();
+    let since = time_param("since", q.since.as_deref())?.unwrap_or(now - chrono::Duration::days(1));
+    if since >= now {
+        return Err(bad_param("since", "must be in the past"));
+    }
+    let span = (now - since).num_seconds().max(1);
+    // About 48 buckets over the span unless asked otherwise; at most 2,000.
+    let bucket = match q.bucket_seconds {
+        Some(b) if b < 1 => return Err(bad_param("bucket_seconds", "must be at least 1")),
+        Some(b) if span / b > 2000 => {
+            return Err(bad_param(
+                "bucket_seconds",
+                "at most 2000 buckets: choose wider buckets or a later since",
+            ));
+        }
+        Some(b) => b,
+        None => (span / 48).max(60),
+    };
+    let rows = state.store.closed_counts(&name, since, bucket).await?;
+    let mut buckets: BTreeMap<chrono::DateTime<chrono::Utc>, [i64; 3]> = BTreeMap::new();
+    let mut bins = vec![0i64; switchyard_store::CYCLE_BINS_SECONDS.len() + 1];
+    for r in &rows {
+        let slot = match r.state {
+            InstanceState::Completed => 0,
+            InstanceState::CompletedLate => 1,
+            _ => 2,
+        };
+        buckets.entry(r.bucket).or_default()[slot] += r.count;
+        if r.state != InstanceState::Cancelled
+            && let Some(b) = bins.get_mut(r.cycle_bin)
+        {
+            *b += r.count;
+        }
+    }
+    let compliance: Vec<Value> = buckets
+        .iter()
+        .map(|(start, [ok, late, cancelled])| {
+            let done = ok + late;
+            json!({
+                "start": start,
+                "within_sla": ok,
+                "late": late,
+                "cancelled": cancelled,
+                "share_within_sla": (done > 0).then(|| *ok as f64 / done as f64),
+            })
+        })
+        .collect();
+    let cycle_time: Vec<Value> = bins
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            json!({
+                "below_seconds": switchyard_store::CYCLE_BINS_SECONDS.get(i),
+                "count": n,
+            })
+        })
+        .collect();
+    let late = state
+        .store
+        .list_instances(&InstanceFilter {
+            workflow: Some(name.clone()),
+            states: vec![
+                InstanceState::AtRisk,
+                InstanceState::Breached,
+                InstanceState::Stalled,
+            ],
+            limit: LATE_SAMPLE,
+            ..Default::default()
+        })
+        .await?;
+    let mut by_dim: BTreeMap<String, BTreeMap<String, BTreeMap<&str, i64>>> = wf
+        .dimensions
+        .iter()
+        .map(|(d, _)| (d.clone(), BTreeMap::new()))
+        .collect();
+    for r in &late {
+        for (d, groups) in by_dim.iter_mut() {
+            let value = r
+                .instance
+                .dimensions
+                .get(d)
+                .cloned()
+                .unwrap_or_else(|| "(none)".to_string());
+            *groups
+                .entry(value)
+                .or_default()
+                .entry(r.instance.state.as_str())
+                .or_default() += 1;
+        }
+    }
+    Ok(Json(json!({
+        "workflow": name,
+        "since": since,
+        "until": now,
+        "bucket_seconds": bucket,
+        "compliance": compliance,
+        "cycle_time": cycle_time,
+        "late_by_dimension": by_dim,
+        "late_sampled": late.len(),
+        "late_truncated": late.len() == LATE_SAMPLE,
+    }))
+    .into_response())
+}
