@@ -270,6 +270,7 @@ pub struct JobsQuery {
 pub struct AuditQuery {
     pub limit: Option<usize>,
     pub after: Option<i64>,
+    pub target: Option<String>,
 }
 
 /// `GET /v1/jobs`: newest first.
@@ -355,17 +356,37 @@ pub async fn get_job(
     }
 }
 
-/// `GET /v1/audit` (admin): who did what, oldest first, from `after`.
+/// `GET /v1/audit` (admin): who did what, oldest first, from `after`. The history of one
+/// delivery (`target=delivery:7`: its replays, edits and discards) needs only read rights,
+/// like the delivery itself.
 pub async fn list_audit(
     State(state): State<AppState>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> ApiResult {
-    state.authorize(&headers, Permission::Administer).await?;
+    let caller = state.authorize(&headers, Permission::Read).await?;
     let q: AuditQuery = parse_query(raw)?;
+    let one_delivery = q
+        .target
+        .as_deref()
+        .and_then(|t| t.strip_prefix("delivery:"))
+        .is_some_and(|id| id.parse::<i64>().is_ok());
+    if !one_delivery && !caller.role.allows(Permission::Administer) {
+        return Err(ApiError::new(
+            Problem::Forbidden,
+            format!(
+                "token \"{}\" has role {}, which does not allow this (without target=delivery:<id>, the audit log is for admins)",
+                caller.name, caller.role
+            ),
+        ));
+    }
     let records = state
         .store
-        .list_audit(q.after.unwrap_or(0), check_limit(q.limit, 100, 10_000)?)
+        .list_audit(
+            q.after.unwrap_or(0),
+            q.target.as_deref(),
+            check_limit(q.limit, 100, 10_000)?,
+        )
         .await?;
     Ok(Json(json!({ "audit": records })).into_response())
 }

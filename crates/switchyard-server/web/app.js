@@ -358,7 +358,7 @@ async function deliveryList(kind) {
 }
 
 async function deliveryPage(id) {
-  const v = await api(`/v1/deliveries/${id}`);
+  const [v, audit] = await Promise.all([api(`/v1/deliveries/${id}`), api(`/v1/audit${qs({ target: `delivery:${id}`, limit: 100 })}`)]);
   const d = v.delivery;
   const deadLetter = ['dead', 'mapping_failed', 'invalid'].includes(d.state);
   const actions = deadLetter
@@ -369,7 +369,11 @@ async function deliveryPage(id) {
       <p class="muted">Flow ${esc(d.flow)} (version ${esc(d.flow_version)}) → ${esc(d.destination)} · lane ${esc(d.lane)} · generation ${esc(d.generation)}
       · ordering key ${esc(d.ordering_key || '–')} · event ${esc(d.event_source)} ${esc(d.event_id)} (seq ${esc(d.event_seq)})</p>
       ${d.last_error ? `<p class="err">${esc(d.last_error)}</p>` : ''}${actions}
-      <p class="muted">Replays, edits and discards are audited with your name and reason.</p>
+      <h2>Audit trail</h2>${table(audit.audit, [
+        ['When', (a) => time(a.at)], ['Who', (a) => esc(a.actor)], ['Action', (a) => esc(a.action)],
+        ['Reason', (a) => esc(a.detail?.reason || '')],
+        ['Changed', (a) => esc(Object.entries(a.detail?.changed || {}).map(([k, c]) => (k === 'state' ? `state ${c.before} → ${c.after}` : k)).join(', '))],
+      ], { empty: 'Not replayed, edited or discarded yet. Each of those is recorded here with its actor and reason.' })}
       <h2>Attempts</h2>${table(v.attempts, [
         ['Gen.', (a) => esc(a.generation), 'num'], ['#', (a) => esc(a.attempt), 'num'], ['Started', (a) => time(a.started_at)],
         ['Node', (a) => esc(a.node)], ['Outcome', (a) => badge(a.outcome)], ['Status', (a) => esc(a.status ?? '')],

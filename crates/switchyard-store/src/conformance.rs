@@ -418,7 +418,7 @@ pub async fn tokens_are_created_found_and_revoked(store: SharedStore) {
         .await
         .unwrap();
 
-    let audit = store.list_audit(0, 100).await.unwrap();
+    let audit = store.list_audit(0, None, 100).await.unwrap();
     let actions: Vec<(&str, &str)> = audit
         .iter()
         .map(|a| (a.actor.as_str(), a.action.as_str()))
@@ -449,12 +449,23 @@ pub async fn audit_is_append_only_and_paged(store: SharedStore) {
             .await
             .unwrap();
     }
-    let first = store.list_audit(0, 2).await.unwrap();
+    let first = store.list_audit(0, None, 2).await.unwrap();
     assert_eq!(first.len(), 2);
-    let rest = store.list_audit(first[1].id, 10).await.unwrap();
+    let rest = store.list_audit(first[1].id, None, 10).await.unwrap();
     assert_eq!(rest.len(), 3);
     assert_eq!(rest[2].detail, serde_json::json!({"i": 4}));
     assert_eq!(rest[2].at, t0() + Duration::seconds(4));
+    // One object's history.
+    let one = store.list_audit(0, Some("delivery:3"), 10).await.unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].detail, serde_json::json!({"i": 3}));
+    assert!(
+        store
+            .list_audit(one[0].id, Some("delivery:3"), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 pub async fn meta_is_overwritten(store: SharedStore) {
@@ -649,7 +660,7 @@ pub async fn jobs_are_claimed_once(store: SharedStore) {
     assert_eq!(j.params, serde_json::json!({"i": 0}));
     let list = store.list_jobs(10).await.unwrap();
     assert_eq!(list.len(), 6);
-    let audit = store.list_audit(0, 100).await.unwrap();
+    let audit = store.list_audit(0, None, 100).await.unwrap();
     assert_eq!(audit.len(), 6, "every job's creation is audited with it");
     assert!(
         audit
@@ -1684,7 +1695,7 @@ pub async fn queue_replay_and_discard_are_audited(store: SharedStore) {
             .await
             .unwrap();
     }
-    let before_audit = store.list_audit(0, 1000).await.unwrap().len();
+    let before_audit = store.list_audit(0, None, 1000).await.unwrap().len();
     let edited = serde_json::json!({"order": "S1", "fixed": true});
     let r = store
         .replay_delivery(Replay {
@@ -1752,7 +1763,7 @@ pub async fn queue_replay_and_discard_are_audited(store: SharedStore) {
         store.discard_delivery(999_999, "bob", "x", t).await,
         Err(Error::NotFound(_))
     ));
-    let audit = store.list_audit(0, 1000).await.unwrap();
+    let audit = store.list_audit(0, None, 1000).await.unwrap();
     let new: Vec<&AuditRecord> = audit[before_audit..].iter().collect();
     assert_eq!(new.len(), 2);
     assert_eq!(new[0].action, "dlq.edit");
@@ -1817,7 +1828,7 @@ pub async fn queue_credential_failure_pauses_the_destination(store: SharedStore)
             .unwrap()
     );
     assert!(store.destination_pauses().await.unwrap().is_empty());
-    let audit = store.list_audit(0, 1000).await.unwrap();
+    let audit = store.list_audit(0, None, 1000).await.unwrap();
     let last = audit.last().unwrap();
     assert_eq!(
         (

@@ -505,7 +505,14 @@ pub trait Store: Send + Sync + 'static {
     async fn append_audit(&self, entry: NewAudit) -> Result<i64>;
 
     /// Audit records with id greater than `after`, oldest first.
-    async fn list_audit(&self, after: i64, limit: usize) -> Result<Vec<AuditRecord>>;
+    /// Audit records with an id above `after`, oldest first; only those about `target`
+    /// (`delivery:7`) when given.
+    async fn list_audit(
+        &self,
+        after: i64,
+        target: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>>;
 
     // ---- small persistent settings (e.g. the scaled clock's origin) ----
 

@@ -296,6 +296,12 @@ CREATE INDEX silences_ends ON silences (ends_at);
 CREATE INDEX delivery_attempts_started ON delivery_attempts (started_at);
 "#,
     ),
+    (
+        9,
+        r#"
+CREATE INDEX audit_target ON audit (target, id);
+"#,
+    ),
 ];
 
 /// Serialises migrations between nodes starting at once (a transaction-scoped lock).
@@ -1166,12 +1172,18 @@ impl Store for PgStore {
         audit_insert(&c, &entry).await
     }
 
-    async fn list_audit(&self, after: i64, limit: usize) -> Result<Vec<AuditRecord>> {
+    async fn list_audit(
+        &self,
+        after: i64,
+        target: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>> {
         let c = self.client().await?;
         let limit = limit.clamp(1, 10_000) as i64;
         c.query(
-            "SELECT id, at, actor, action, target, detail FROM audit WHERE id > $1 ORDER BY id LIMIT $2",
-            &[&after, &limit],
+            "SELECT id, at, actor, action, target, detail FROM audit
+             WHERE id > $1 AND ($2::TEXT IS NULL OR target = $2) ORDER BY id LIMIT $3",
+            &[&after, &target, &limit],
         )
         .await
         .map_err(map_err)?

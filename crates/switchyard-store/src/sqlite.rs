@@ -300,6 +300,12 @@ CREATE INDEX silences_ends ON silences (ends_at);
 CREATE INDEX delivery_attempts_started ON delivery_attempts (started_at);
 "#,
     ),
+    (
+        9,
+        r#"
+CREATE INDEX audit_target ON audit (target, id);
+"#,
+    ),
 ];
 
 pub struct SqliteStore {
@@ -1264,16 +1270,23 @@ impl Store for SqliteStore {
         self.write(move |c| audit_insert(c, &entry)).await
     }
 
-    async fn list_audit(&self, after: i64, limit: usize) -> Result<Vec<AuditRecord>> {
+    async fn list_audit(
+        &self,
+        after: i64,
+        target: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>> {
         let limit = limit.clamp(1, 10_000) as i64;
+        let target = target.map(str::to_string);
         self.read(move |c| {
             let mut s = c
                 .prepare_cached(
-                    "SELECT id, at, actor, action, target, detail FROM audit WHERE id > ?1 ORDER BY id LIMIT ?2",
+                    "SELECT id, at, actor, action, target, detail FROM audit
+                     WHERE id > ?1 AND (?2 IS NULL OR target = ?2) ORDER BY id LIMIT ?3",
                 )
                 .map_err(map_err)?;
             let rows = s
-                .query_map(params![after, limit], |r| {
+                .query_map(params![after, target, limit], |r| {
                     Ok((
                         r.get::<_, i64>(0)?,
                         r.get::<_, i64>(1)?,

@@ -391,6 +391,7 @@ async fn the_dashboard_in_a_real_browser() {
         .await
         .unwrap();
     wait_text_in(&c, "main h1", "delivered").await;
+    wait_text(&c, "WMS fixed the SKU table").await; // the audit trail, with the reason
     shots.take(&c, "08-delivered").await;
     let (_, _, d) = sync(|| get(&inst, &admin, &format!("/v1/deliveries/{dead_id}")));
     assert_eq!(d["delivery"]["state"], "delivered", "{d}");
@@ -464,6 +465,19 @@ async fn the_dashboard_in_a_real_browser() {
                          'Content-Type': 'application/json'},
                body: JSON.stringify({reason: 'sneaky'})}).then(r => done(r.status));",
             vec![json!(second)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, json!(403));
+    // The viewer reads the replayed letter's audit trail, but not the whole audit log.
+    go(&c, &base, &format!("#/dlq/{dead_id}"), "dlq").await;
+    wait_text(&c, "WMS fixed the SKU table").await;
+    let status = c
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             fetch('/v1/audit', {headers: {'Authorization': 'Bearer ' + sessionStorage.getItem('switchyard.token')}})
+               .then(r => done(r.status));",
+            vec![],
         )
         .await
         .unwrap();
