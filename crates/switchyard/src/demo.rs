@@ -316,6 +316,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
 
     println!("\nWhere to look:");
+    println!("  the dashboard: {base}/  (sign in with the admin token {admin})");
     println!("  export SWITCHYARD_URL={base} SWITCHYARD_TOKEN={admin}");
     println!("  switchyard events list             # or: cargo run -- events list");
     println!("  switchyard events search S00042    # one order across systems");
