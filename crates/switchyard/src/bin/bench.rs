@@ -23,6 +23,12 @@
 //! `bench/monitor.rs`): open instances, events applied per second, breach detection delay.
 //!
 //!     cargo run --release --bin switchyard-bench -- --monitor --instances 1000000
+//!
+//! With `--alerts` it measures the alert pipeline of the real binary (see
+//! `bench/alerts.rs`): 10,000 findings in a minute across 200 notification groups, the
+//! notifications sent against those the route's timings imply, finding → notification.
+//!
+//!     cargo run --release --bin switchyard-bench -- --alerts
 
 use anyhow::{Context, bail};
 use clap::Parser;
@@ -35,6 +41,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 // In a directory of its own, so Cargo does not take it for another binary.
+#[path = "bench/alerts.rs"]
+mod alerts;
 #[path = "bench/e2e.rs"]
 mod e2e;
 #[path = "bench/monitor.rs"]
@@ -122,6 +130,16 @@ struct Args {
     /// Monitor: instances breaching at the same instant.
     #[arg(long, default_value_t = 10_000)]
     breaching: u64,
+    /// The alert pipeline instead (`bench/alerts.rs`): findings in one minute across
+    /// notification groups, notifications against the expected number, latencies.
+    #[arg(long)]
+    alerts: bool,
+    /// Alerts: findings raised within the minute.
+    #[arg(long, default_value_t = 10_000)]
+    alert_findings: u64,
+    /// Alerts: notification groups (warehouses) they fall into.
+    #[arg(long, default_value_t = 200)]
+    alert_groups: u64,
     /// End to end: write every delivery (event number, sent and received ms after the run's
     /// start, latency ms) to DIR/run-N.csv.
     #[arg(long)]
@@ -522,6 +540,12 @@ async fn main() -> anyhow::Result<()> {
     };
     if args.odoo {
         return odoo::bench(&args).await;
+    }
+    if args.alerts {
+        for b in backends {
+            alerts::bench(&args, b).await?;
+        }
+        return Ok(());
     }
     if args.monitor {
         for b in backends {
