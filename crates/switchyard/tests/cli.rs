@@ -56,6 +56,55 @@ fn check_and_serve_report_every_config_problem_the_same_way() {
     assert!(text(&missing.stderr).contains("cannot read the configuration file"));
 }
 
+/// The shipped reference configuration passes `check` once its secrets exist, and names
+/// each missing one (file, line, key) when they do not.
+#[test]
+fn the_shipped_demo_configuration_checks_with_its_secrets_set() {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../demo/switchyard.toml");
+    let file = file.to_str().unwrap();
+    let secrets = [
+        ("DEMO_ODOO_API_KEY", "demo-odoo-key"),
+        ("DEMO_SHOP_WEBHOOK_SECRET", "shpss_demo"),
+        (
+            "DEMO_FASTSHIP_SECRET",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        ),
+        ("DEMO_ECOPOST_SECRET", "whsec_c2VjcmV0LWZvci1lY29wb3N0"),
+        ("DEMO_WMS_TOKEN", "demo-wms"),
+        ("DEMO_FASTSHIP_TOKEN", "demo-fastship"),
+        ("DEMO_ECOPOST_TOKEN", "demo-ecopost"),
+        ("DEMO_MES_SIGNING_SECRET", "whsec_bWVzLXNpZ25pbmc="),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let mut with = Command::new(support::bin());
+    with.current_dir(dir.path())
+        .args(["--config", file, "check"]);
+    for (k, v) in secrets {
+        with.env(k, v);
+    }
+    let ok = with.output().unwrap();
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    assert!(text(&ok.stdout).contains("configuration is valid"));
+
+    let mut without = Command::new(support::bin());
+    without
+        .current_dir(dir.path())
+        .args(["--config", file, "check"]);
+    for (k, _) in secrets {
+        without.env_remove(k);
+    }
+    let refused = without.output().unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    let err = text(&refused.stderr);
+    for (k, _) in secrets {
+        assert!(
+            err.contains(&format!("environment variable {k} is not set")),
+            "{k} missing from:\n{err}"
+        );
+    }
+    assert!(err.contains("switchyard.toml:"), "positions: {err}");
+}
+
 #[test]
 fn operator_commands_go_through_the_server() {
     let dir = tempfile::tempdir().unwrap();
